@@ -1,0 +1,75 @@
+#!/usr/bin/env python
+"""Forward+backward of `miniai.losses.cross_entropy` against `F.cross_entropy`, side by side.
+
+Time: both run interleaved in one process, and we report the ratio of median times (miniai / torch), so that load on a
+shared machine hits both alike. Memory: each implementation runs one forward+backward in a fresh process; we report
+the peak resident memory it added above what the inputs already used.
+
+    python bench/losses.py            # the three shapes of the course
+    python bench/losses.py --reps 31
+"""
+import argparse, json, statistics, subprocess, sys, time
+import torch, torch.nn.functional as F
+from miniai.losses import cross_entropy
+
+SHAPES = [(50_000, 10), (8192, 1000), (2048, 32768)]
+IMPLS = {'miniai': cross_entropy, 'torch': F.cross_entropy}
+
+def inputs(n, c, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, c, generator=g).requires_grad_(), torch.randint(0, c, (n,), generator=g)
+
+def fwd_bwd(f, x, t):
+    x.grad = None
+    f(x, t).backward()
+
+def times(n, c, reps):
+    "Median seconds of forward+backward for each implementation, run interleaved"
+    x, t = inputs(n, c)
+    ts = {k: [] for k in IMPLS}
+    for i in range(reps + 3):
+        for k, f in (IMPLS.items() if i % 2 else reversed(IMPLS.items())):
+            t0 = time.perf_counter(); fwd_bwd(f, x, t); dt = time.perf_counter() - t0
+            if i >= 3: ts[k].append(dt)
+    return {k: statistics.median(v) for k, v in ts.items()}
+
+def _status(key):
+    "A memory figure of this process from /proc/self/status, in bytes"
+    for line in open('/proc/self/status'):
+        if line.startswith(key + ':'): return int(line.split()[1]) * 1024
+
+def child(impl, n, c):
+    "Run in a fresh process: the peak memory one forward+backward adds above the inputs"
+    x, t = inputs(n, c)
+    # Reset this process's peak-RSS mark (Linux >= 4.0). getrusage's ru_maxrss would not do: it keeps the
+    # parent's size across fork and exec.
+    with open('/proc/self/clear_refs', 'w') as f: f.write('5')
+    base = _status('VmRSS')
+    fwd_bwd(IMPLS[impl], x, t)
+    print(json.dumps({'extra': max(_status('VmHWM') - base, 0)}))
+
+def extra_mem(impl, n, c):
+    out = subprocess.run([sys.executable, __file__, '--child', impl, str(n), str(c)], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)['extra']
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument('--reps', type=int, default=15, help='timed runs of each implementation per shape')
+    p.add_argument('--child', nargs=3, metavar=('IMPL', 'N', 'C'), help=argparse.SUPPRESS)
+    a = p.parse_args()
+    if a.child: return child(a.child[0], int(a.child[1]), int(a.child[2]))
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {a.reps} interleaved runs per shape")
+    print("| shape (N, C) | time miniai / torch | extra peak MB, miniai | extra peak MB, torch | memory ratio |")
+    print("|---|---|---|---|---|")
+    ok = True
+    for n, c in SHAPES:
+        t = times(n, c, a.reps)
+        m = {k: extra_mem(k, n, c) for k in IMPLS}
+        tr, mr = t['miniai'] / t['torch'], m['miniai'] / max(m['torch'], 1)
+        ok &= tr <= 1.0 and (c < 1000 or mr <= 0.5)
+        print(f"| ({n}, {c}) | {tr:.2f} ({t['miniai']*1e3:.1f} ms / {t['torch']*1e3:.1f} ms) | "
+              f"{m['miniai']/2**20:.1f} | {m['torch']/2**20:.1f} | {mr:.2f} |")
+    print(f"targets (time ratio <= 1.0 everywhere; memory ratio <= 0.5 at C >= 1000): {'met' if ok else 'NOT met'}")
+    return 0 if ok else 1
+
+if __name__ == '__main__': sys.exit(main())
