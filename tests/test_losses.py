@@ -205,9 +205,14 @@ def test_backward_twice_with_retain_graph():
     close(g1, g2, torch.float32)
     close(g1, torch.autograd.grad(F.cross_entropy(x, t), x)[0], torch.float32)
 
-def test_no_grad_forward():
-    x, t = torch.randn(64, 10), torch.randint(0, 10, (64,))
-    with torch.no_grad(): close(L.cross_entropy(x, t, label_smoothing=0.1), F.cross_entropy(x, t, label_smoothing=0.1), torch.float32)
+@pytest.mark.parametrize('shape', [(64, 10), (40_000, 10), (300, 1000), (50, 30, 400)])   # one chunk, and several
+def test_no_grad_forward(shape):
+    x, t = torch.randn(shape), torch.randint(0, shape[1], (shape[0], *shape[2:]))
+    w = torch.rand(shape[1])
+    for grad in (False, True):
+        with torch.set_grad_enabled(grad):
+            close(L.cross_entropy(x, t, w, label_smoothing=0.1), F.cross_entropy(x, t, w, label_smoothing=0.1), torch.float32)
+    both(L.cross_entropy, F.cross_entropy, x, t, dtype=torch.float32, weight=w, label_smoothing=0.1, reduction='none')
 
 # ---------- semantics at the edges ----------
 inf = math.inf
