@@ -26,7 +26,8 @@ def out_text(o):
 def cell_md(c, url):
     src = ''.join(c['source'])
     if c['cell_type'] == 'markdown':
-        return re.sub(r'\]\((\d\d_\w+)\.ipynb\)', lambda m: f']({url}{m[1]}.html)', src)
+        # nbdev names each page after its notebook without the number: 02_losses.ipynb -> losses.html
+        return re.sub(r'\]\(\d\d_(\w+)\.ipynb\)', lambda m: f']({url}{m[1]}.html)', src)
     flags = ' '.join(directives(src))
     if re.search(r'\bhide\b', flags): return None
     code = '\n'.join(l for l in src.splitlines() if not re.match(r'#\|', l)).strip()
