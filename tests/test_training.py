@@ -161,3 +161,11 @@ def test_console_script_installed(mnist_dir, tmp_path):
     r = subprocess.run(['miniai-mnist', '--epochs', '1', '--out', str(tmp_path)], capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stderr
     assert 'validation accuracy: 0.9' in r.stdout and (tmp_path/'mnist_mlp.pt').exists()
+
+def test_empty_loaders_are_errors():
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    data = BatchLoader(Dataset(torch.randn(10, 784), torch.randint(0, 10, (10,))), 5)
+    empty = BatchLoader(Dataset(torch.randn(0, 784), torch.zeros(0, dtype=torch.long)), 5)
+    with pytest.raises(ValueError, match='training loader yielded no batches'): fit(1, model, cross_entropy, opt, empty, data, progress=False)
+    with pytest.raises(ValueError, match='validation loader yielded no batches'): fit(1, model, cross_entropy, opt, data, empty, progress=False)
