@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_losses.ipynb #030eb276
 from __future__ import annotations
-import math
+import math, warnings
 import torch
 from torch import Tensor, nn
 from torch.nn import _reduction as _Reduction
@@ -19,37 +19,50 @@ def _up(x:Tensor)->Tensor:
     "Compute half and bfloat16 in float32, as PyTorch's CPU kernels do"
     return x.float() if x.dtype in _LOW else x
 
-def logsumexp(input:Tensor, # any shape
-              dim:int=-1, # the dimension to reduce
-              keepdim:bool=False # keep `dim` with size 1
+def logsumexp(input:Tensor, # any shape, 0-d included; integers are computed as floats
+              dim, # the dimension(s) to reduce: an int, or a tuple or list of ints
+              keepdim:bool=False # keep the reduced dimensions with size 1
              )->Tensor:
-    "log(sum(exp(input))) along `dim` without overflow, as `torch.logsumexp`"
+    "log(sum(exp(input))) over `dim` without overflow, as `torch.logsumexp`"
+    if not isinstance(dim, int) and not len(dim):
+        raise RuntimeError("logsumexp needs at least one dimension to reduce: expected an int, or a non-empty tuple or list of dims, got ()")
     x = _up(input) if input.is_floating_point() else input.to(torch.get_default_dtype())
-    m = x.amax(dim, keepdim=True) if x.shape[dim] else x.sum(dim, keepdim=True)
+    # the max of each reduced slice (0 where it is infinite, and for an empty reduction: its sum is 0, its log -inf)
+    m = (x.amax(dim, keepdim=True) if x.numel() else x.sum(dim, keepdim=True)).detach()
     m = m.masked_fill(m.isinf(), 0)
     r = (x - m).exp().sum(dim, keepdim=True).log() + m
-    return (r if keepdim else r.squeeze(dim)).to(input.dtype if input.is_floating_point() else x.dtype)
+    if not keepdim: r = r.squeeze(dim) if x.dim() else r
+    return r.to(input.dtype if input.is_floating_point() else x.dtype)
 
 # %% ../nbs/02_losses.ipynb #6fbfe46e
+def _softmax_dim(name:str, ndim:int, stacklevel:int)->int:
+    "PyTorch's choice of dimension when `dim` is left out: 0 for 0-, 1- and 3-d inputs, else 1, with its warning"
+    warnings.warn(f"Implicit dimension choice for {name} has been deprecated. Change the call to include dim=X as an argument.", stacklevel=stacklevel)
+    return 0 if ndim in (0, 1, 3) else 1
+
 def _shifted(input:Tensor, dim:int, dtype:torch.dtype|None)->tuple:
-    "`input` cast to `dtype`, and `x - max(x)` along `dim` (in float32 for half types)"
+    "`input` cast to `dtype`, and `x - max(x)` along `dim` (in float32 for half types; nothing to shift if empty)"
     if dtype is not None: input = input.to(dtype)
     x = _up(input)
-    return input, x - x.amax(dim, keepdim=True)
+    return input, (x - x.amax(dim, keepdim=True) if x.numel() else x + 0)
 
 def log_softmax(input:Tensor, # logits
-                dim:int=-1, # the class dimension
+                dim:int|None=None, # the class dimension (None: PyTorch's implicit choice, with its warning)
+                _stacklevel:int=3, # where that warning points, as in PyTorch
                 dtype:torch.dtype|None=None # cast `input` to this dtype first
                )->Tensor:
     "log(softmax(input)) as `(x - max) - log(sum(exp(x - max)))`: stable for any logits, as `F.log_softmax`"
+    if dim is None: dim = _softmax_dim('log_softmax', input.dim(), _stacklevel)
     input, z = _shifted(input, dim, dtype)
     return (z - z.exp().sum(dim, keepdim=True).log()).to(input.dtype)
 
 def softmax(input:Tensor, # logits
-            dim:int=-1, # the class dimension
+            dim:int|None=None, # the class dimension (None: PyTorch's implicit choice, with its warning)
+            _stacklevel:int=3, # where that warning points, as in PyTorch
             dtype:torch.dtype|None=None # cast `input` to this dtype first
            )->Tensor:
     "exp(input) / sum(exp(input)) along `dim`, shifted by the max so nothing overflows, as `F.softmax`"
+    if dim is None: dim = _softmax_dim('softmax', input.dim(), _stacklevel)
     input, z = _shifted(input, dim, dtype)
     e = z.exp()
     return (e / e.sum(dim, keepdim=True)).to(input.dtype)
@@ -99,6 +112,10 @@ def _target_mask(target:Tensor, C:int, ignore_index:int)->Tensor|None:
     return keep
 
 # %% ../nbs/02_losses.ipynb #9454004a
+def _legacy(size_average:bool|None, reduce:bool|None, reduction:str)->str:
+    "The `reduction` that PyTorch's deprecated `size_average` and `reduce` flags stand for (with its warning), else `reduction`"
+    return reduction if size_average is None and reduce is None else _Reduction.legacy_get_string(size_average, reduce)
+
 def _reduce(loss:Tensor, reduction:str, denom)->Tensor:
     return loss if reduction == 'none' else loss.sum() if reduction == 'sum' else loss.sum() / denom
 
@@ -111,10 +128,13 @@ def _weights_of(tc:Tensor, weight:Tensor|None, keep:Tensor|None, dtype)->Tensor|
 def nll_loss(input:Tensor, # log-probabilities: (C,), (N, C) or (N, C, d1, ...)
              target:Tensor, # class indices: (), (N,) or (N, d1, ...), int64
              weight:Tensor|None=None, # a weight per class, shape (C,)
+             size_average:bool|None=None, # deprecated, as in PyTorch: use `reduction`
              ignore_index:int=-100, # targets with this value count for nothing
+             reduce:bool|None=None, # deprecated, as in PyTorch: use `reduction`
              reduction:str='mean' # 'none', 'mean' (weighted) or 'sum'
             )->Tensor:
     "Negative log-likelihood of class-index targets under log-probabilities, as `F.nll_loss`"
+    reduction = _legacy(size_average, reduce, reduction)
     _check_reduction(reduction)
     x, t, unbatched = _class_targets(input, target)
     _check_weight(weight, x)
@@ -141,10 +161,13 @@ logsigmoid = log_sigmoid # the name `torch.nn.functional` uses
 def binary_cross_entropy_with_logits(input:Tensor, # logits, any shape
                                      target:Tensor, # probabilities of the positive class, same shape as `input`
                                      weight:Tensor|None=None, # rescales each element, broadcast to `input`
+                                     size_average:bool|None=None, # deprecated, as in PyTorch: use `reduction`
+                                     reduce:bool|None=None, # deprecated, as in PyTorch: use `reduction`
                                      reduction:str='mean', # 'none', 'mean' or 'sum'
                                      pos_weight:Tensor|None=None # weight of positive examples, broadcast along the last dim
                                     )->Tensor:
     "Binary cross entropy on logits via `log_sigmoid`, as `F.binary_cross_entropy_with_logits`"
+    reduction = _legacy(size_average, reduce, reduction)
     _check_reduction(reduction)
     if target.shape != input.shape:
         raise ValueError(f"Target size ({target.size()}) must be the same as input size ({input.size()})")
@@ -161,9 +184,8 @@ class _Loss(nn.Module):
     "Base of the loss modules: PyTorch's constructor arguments for the reduction"
     def __init__(self, size_average=None, reduce=None, reduction:str='mean'):
         super().__init__()
-        if size_average is not None or reduce is not None: reduction = _Reduction.legacy_get_string(size_average, reduce)
-        _check_reduction(reduction)
-        self.reduction = reduction
+        self.reduction = _legacy(size_average, reduce, reduction)
+        _check_reduction(self.reduction)
 
 class _WeightedLoss(_Loss):
     "A loss with an optional per-class `weight` buffer"
@@ -183,7 +205,7 @@ class NLLLoss(_WeightedLoss):
         super().__init__(weight, size_average, reduce, reduction)
         self.ignore_index = ignore_index
     def forward(self, input:Tensor, target:Tensor)->Tensor:
-        return nll_loss(input, target, self.weight, self.ignore_index, self.reduction)
+        return nll_loss(input, target, weight=self.weight, ignore_index=self.ignore_index, reduction=self.reduction)
 
 class BCEWithLogitsLoss(_WeightedLoss):
     "Module form of `binary_cross_entropy_with_logits`, as `nn.BCEWithLogitsLoss`"
@@ -196,7 +218,7 @@ class BCEWithLogitsLoss(_WeightedLoss):
         super().__init__(weight, size_average, reduce, reduction)
         self.register_buffer('pos_weight', pos_weight)
     def forward(self, input:Tensor, target:Tensor)->Tensor:
-        return binary_cross_entropy_with_logits(input, target, self.weight, self.reduction, self.pos_weight)
+        return binary_cross_entropy_with_logits(input, target, weight=self.weight, reduction=self.reduction, pos_weight=self.pos_weight)
 
 # %% ../nbs/03_backward.ipynb #2d429cef
 _CHUNK = 1 << 18 # floats per chunk of rows: 1 MB, which the cores' L2 caches hold while they share the work
@@ -227,7 +249,7 @@ def _softmax_parts(x:Tensor, keep_e:bool, smooth:bool=False, w:Tensor|None=None)
 def _ce_plain(x:Tensor, t:Tensor, weight:Tensor|None, ignore_index:int, reduction:str, ls:float)->Tensor:
     "Cross entropy over class indices composed from `log_softmax` and `nll_loss`: differentiable any number of times"
     lp = log_softmax(x, 1)
-    loss = nll_loss(lp, t, weight, ignore_index, 'none')
+    loss = nll_loss(lp, t, weight=weight, ignore_index=ignore_index, reduction='none')
     keep = t != ignore_index
     if ls:
         w = 1 if weight is None else weight.view(-1, *[1]*(x.dim()-2))
@@ -302,11 +324,14 @@ def _ce_probs(input:Tensor, target:Tensor, weight:Tensor|None, ignore_index:int,
 def cross_entropy(input:Tensor, # logits: (C,), (N, C) or (N, C, d1, ...)
                   target:Tensor, # class indices (int64), or class probabilities of `input`'s shape
                   weight:Tensor|None=None, # a weight per class, shape (C,)
+                  size_average:bool|None=None, # deprecated, as in PyTorch: use `reduction`
                   ignore_index:int=-100, # class-index targets with this value count for nothing
+                  reduce:bool|None=None, # deprecated, as in PyTorch: use `reduction`
                   reduction:str='mean', # 'none', 'mean' (weighted) or 'sum'
                   label_smoothing:float=0.0 # in [0, 1]: mix this much of the uniform distribution into the target
                  )->Tensor:
     "Cross entropy between logits and targets with a fused hand-derived backward, as `F.cross_entropy`"
+    reduction = _legacy(size_average, reduce, reduction)
     _check_reduction(reduction)
     if not 0.0 <= label_smoothing <= 1.0:
         raise RuntimeError(f"label_smoothing must be between 0.0 and 1.0. Got: {label_smoothing}")
@@ -331,4 +356,5 @@ class CrossEntropyLoss(_WeightedLoss):
         super().__init__(weight, size_average, reduce, reduction)
         self.ignore_index, self.label_smoothing = ignore_index, label_smoothing
     def forward(self, input:Tensor, target:Tensor)->Tensor:
-        return cross_entropy(input, target, self.weight, self.ignore_index, self.reduction, self.label_smoothing)
+        return cross_entropy(input, target, weight=self.weight, ignore_index=self.ignore_index, reduction=self.reduction,
+                             label_smoothing=self.label_smoothing)

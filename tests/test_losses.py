@@ -347,3 +347,87 @@ def test_does_not_call_what_it_reimplements(monkeypatch):
     got[0].backward()
     monkeypatch.undo()
     for a, b in zip(got, expected): close(a.detach(), b.detach(), torch.float32)
+
+# ---------- drop-in: torch's signatures and argument forms ----------
+import inspect, warnings
+
+@pytest.mark.parametrize('ours,theirs', [
+    (L.softmax, F.softmax), (L.log_softmax, F.log_softmax), (L.logsumexp, torch.logsumexp), (L.nll_loss, F.nll_loss),
+    (L.cross_entropy, F.cross_entropy), (L.binary_cross_entropy_with_logits, F.binary_cross_entropy_with_logits),
+    (L.CrossEntropyLoss, nn.CrossEntropyLoss), (L.NLLLoss, nn.NLLLoss), (L.BCEWithLogitsLoss, nn.BCEWithLogitsLoss)])
+def test_signature_is_torchs(ours, theirs):
+    "Parameter for parameter: names, order, kinds and defaults"
+    if theirs is torch.logsumexp: # a builtin: its signature is in its docstring
+        want = [('input', inspect.Parameter.empty), ('dim', inspect.Parameter.empty), ('keepdim', False)]
+    else: want = [(p.name, p.default) for p in inspect.signature(theirs).parameters.values()]
+    got = [(p.name, p.default) for p in inspect.signature(ours).parameters.values()]
+    assert got == want
+
+def test_logsigmoid_takes_one_input():
+    assert list(inspect.signature(L.logsigmoid).parameters) == ['input']
+
+def test_deprecated_positional_flags():
+    "`cross_entropy(x, y, w, None, 5)` means ignore_index=5, as in torch; `size_average`/`reduce` map to a reduction"
+    x, y, w = torch.randn(6, 7), torch.tensor([5, 1, 5, 2, 0, 6]), torch.rand(7)
+    close(L.cross_entropy(x, y, w, None, 5), F.cross_entropy(x, y, w, None, 5), torch.float32)
+    close(L.nll_loss(x, y, w, None, 5), F.nll_loss(x, y, w, None, 5), torch.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        for sa, rd in ((False, None), (None, False), (True, True), (False, True)):
+            close(L.cross_entropy(x, y, w, sa, 5, rd), F.cross_entropy(x, y, w, sa, 5, rd), torch.float32)
+            close(L.nll_loss(x, y, None, sa, -100, rd), F.nll_loss(x, y, None, sa, -100, rd), torch.float32)
+            t = torch.rand(6, 7)
+            close(L.binary_cross_entropy_with_logits(x, t, w, sa, rd), F.binary_cross_entropy_with_logits(x, t, w, sa, rd), torch.float32)
+    with pytest.warns(UserWarning, match='deprecated'): L.cross_entropy(x, y, size_average=False)
+
+def test_softmax_implicit_dim():
+    for shape in ((4,), (3, 4), (2, 3, 4), (2, 3, 4, 5)):
+        x = torch.randn(shape)
+        for f, ref in ((L.softmax, F.softmax), (L.log_softmax, F.log_softmax)):
+            with pytest.warns(UserWarning, match='Implicit dimension choice'): o = f(x)
+            with warnings.catch_warnings(): warnings.simplefilter('ignore'); r = ref(x)
+            close(o, r, torch.float32)
+
+@pytest.mark.parametrize('dim', [0, -1, (0,), [0, 1], (1, -1), (-1, 0, 1), [2, 0]])
+@pytest.mark.parametrize('keepdim', [False, True])
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64, torch.bfloat16])
+def test_logsumexp_dims(dim, keepdim, dtype):
+    x = (torch.randn(3, 4, 5, dtype=torch.float64) * 30).to(dtype)
+    both(L.logsumexp, torch.logsumexp, x, dim, keepdim=keepdim, dtype=dtype)
+
+@pytest.mark.parametrize('x,dim', [(torch.tensor(2.5), 0), (torch.tensor(2.5), -1), (torch.tensor(-3.), (0,)),
+                                   (torch.zeros(2, 0), 1), (torch.zeros(2, 0), (0, 1)), (torch.zeros(0, 3), 1),
+                                   (torch.zeros(0, 3), 0), (torch.zeros(3, 0, 2), [0, 2])])
+@pytest.mark.parametrize('keepdim', [False, True])
+def test_logsumexp_scalar_and_empty(x, dim, keepdim):
+    both(L.logsumexp, torch.logsumexp, x, dim, keepdim=keepdim, dtype=torch.float32)
+
+def test_logsumexp_integers_and_bad_dims():
+    for t in (torch.tensor([[1, 2], [3, 4]]), torch.tensor([[1, 2]], dtype=torch.int8), torch.tensor([True, False])):
+        close(L.logsumexp(t, 0), torch.logsumexp(t, 0), torch.float32)
+    for dim, err in ((2, IndexError), ((0, 0), RuntimeError), ((), RuntimeError)):
+        with pytest.raises(err): L.logsumexp(torch.randn(2, 3), dim)
+    with pytest.raises(IndexError): torch.logsumexp(torch.randn(2, 3), 2)
+
+@pytest.mark.parametrize('shape,dim', [((0, 5), 1), ((0, 5), 0), ((4, 0), 1), ((4, 0), 0), ((2, 0, 3), 1), ((0,), 0)])
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64, torch.bfloat16])
+def test_softmax_family_empty(shape, dim, dtype):
+    x = torch.randn(shape).to(dtype)
+    both(L.softmax, F.softmax, x, dim, dtype=dtype)
+    both(L.log_softmax, F.log_softmax, x, dim, dtype=dtype)
+
+@pytest.mark.parametrize('red', ['none', 'mean', 'sum'])
+@pytest.mark.parametrize('x_shape,t_shape', [((0, 4), (0,)), ((0, 4, 3), (0, 3)), ((2, 4, 0), (2, 0)), ((0, 4, 0), (0, 0))])
+def test_zero_size_class_losses(red, x_shape, t_shape):
+    "Empty batches and empty spatial dims give torch's value (empty, nan for a mean over nothing, 0 for a sum) and gradients"
+    x, t, w = torch.randn(x_shape), torch.zeros(t_shape, dtype=torch.long), torch.rand(4)
+    for kw in ({}, dict(weight=w), dict(label_smoothing=0.2)):
+        both(L.cross_entropy, F.cross_entropy, x, t, dtype=torch.float32, reduction=red, **kw)
+    both(L.cross_entropy, F.cross_entropy, x, torch.rand(x_shape), dtype=torch.float32, reduction=red)
+    both(L.nll_loss, F.nll_loss, x, t, dtype=torch.float32, reduction=red, weight=w)
+
+def test_zero_classes_is_an_error():
+    x, t = torch.zeros(2, 0), torch.zeros(2, dtype=torch.long)
+    for f in (L.cross_entropy, L.nll_loss):
+        with pytest.raises(IndexError, match='Target 0 is out of bounds for 0 classes'): f(x, t)
+    with pytest.raises(IndexError): F.cross_entropy(x, t)
