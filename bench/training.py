@@ -15,8 +15,14 @@ hidden size in `--acc-nh`, and we report the mean, min and max validation accura
     python bench/training.py                 # bs 50 and 256, 784-50-10, >= 10 epochs and 20 s per route; accuracy for 50 and 100 units
     python bench/training.py --nh 100        # time a wider hidden layer
     python bench/training.py --seeds 10      # more seeds for the accuracy table
+    python bench/training.py --procs-rounds 0  # skip the epoch with 1 and 2 processes
+
+Processes: the same epoch of `fit` (bs 50 in all) in one process, and in two processes under torchrun (gloo, bs 25
+each), each run a fresh launch, in turns. We report the median seconds of an epoch after the first (the launch and
+first epoch's warm-up excluded) and their ratio. There is no target: on 2 cores the processes share the cores that one
+process's threads would use, and the tiny MLP's step is short next to the all-reduce of its gradients.
 """
-import argparse, contextlib, io, statistics, sys, time
+import argparse, contextlib, io, json, statistics, subprocess, sys, time
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
@@ -59,6 +65,32 @@ class Fit:
         with contextlib.redirect_stdout(io.StringIO()):
             return fit(1, self.model, cross_entropy, self.opt, *self.dls, progress=False)[1]
 
+def procs_child(epochs, bs):
+    "Run under torchrun (or alone): `fit` for `epochs` at `bs` per process; rank 0 prints the seconds of each epoch"
+    from miniai.training import init_distributed, world
+    init_distributed()
+    torch.manual_seed(0)
+    (xt, yt), (xv, yv), _ = get_mnist()
+    model, opt = model_and_opt(50, 0.5)
+    with contextlib.redirect_stdout(io.StringIO()):
+        res = fit(epochs, model, cross_entropy, opt, *get_dls(Dataset(xt, yt), Dataset(xv, yv), bs), progress=False)
+    if world()[0] == 0: print(json.dumps([e['seconds'] for e in res.history.epochs]))
+
+def procs_table(rounds, epochs=4):
+    "Median seconds of an epoch with 1 process at bs 50 and 2 processes at bs 25, fresh launches taking turns"
+    me = [__file__, '--procs-child', str(epochs)]
+    launch = {1: [sys.executable] + me + ['50'], 2: [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2'] + me + ['25']}
+    secs = {1: [], 2: []}
+    for r in range(rounds):
+        for w in ((1, 2) if r % 2 == 0 else (2, 1)):
+            out = subprocess.run(launch[w], capture_output=True, text=True, check=True).stdout
+            secs[w] += json.loads(out.strip().splitlines()[-1])[1:]
+    m = {w: statistics.median(v) for w, v in secs.items()}
+    print(f"\nan epoch of fit, 784-50-10, {rounds} launches of {epochs} epochs each (the first epoch of each left out)")
+    print("| processes | bs per process | s/epoch | time / 1 process |")
+    print("|---|---|---|---|")
+    for w, bs in ((1, 50), (2, 25)): print(f"| {w} | {bs} | {m[w]:.2f} | {m[w] / m[1]:.2f} |")
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--epochs', type=int, default=10, help='timed epochs per route (at least 5)')
@@ -68,7 +100,10 @@ def main():
     p.add_argument('--lr', type=float, default=0.5)
     p.add_argument('--seeds', type=int, default=5, help='seeds per hidden size for the accuracy table (0 to skip it)')
     p.add_argument('--acc-nh', type=int, nargs='+', default=[50, 100], help='hidden sizes for the accuracy table')
+    p.add_argument('--procs-rounds', type=int, default=3, help='launches each of 1 and 2 processes (0 to skip)')
+    p.add_argument('--procs-child', type=int, nargs=2, metavar=('EPOCHS', 'BS'), help=argparse.SUPPRESS)
     a = p.parse_args()
+    if a.procs_child: return procs_child(*a.procs_child)
     (xt, yt), (xv, yv), _ = get_mnist()
     tr, va = Dataset(xt, yt), Dataset(xv, yv)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; MLP 784-{a.nh}-10, SGD lr {a.lr}, "
@@ -96,6 +131,7 @@ def main():
         print(f"| {bs} | {e} | {t['bare']:.2f} | {t['fit']:.2f} | {t['DataLoader']:.2f} | {r1:.3f} ({spread(r1s)}) | {r2:.2f} ({spread(r2s)}) | "
               f"{acc['bare']:.4f}, {acc['fit']:.4f}, {acc['DataLoader']:.4f} |")
     print("speed targets (fit / bare <= 1.05; at bs 50, DataLoader / fit >= 1.3):", 'met' if ok else 'NOT met')
+    if a.procs_rounds: procs_table(a.procs_rounds)
     if not a.seeds: return 0 if ok else 1
     print(f"\nvalid accuracy after 5 epochs of fit, bs 50, SGD lr {a.lr}, seeds 0 to {a.seeds-1}")
     print("| MLP | mean | min | max | seeds reaching 97% |")

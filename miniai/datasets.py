@@ -4,13 +4,13 @@
 
 # %% ../nbs/01_datasets.ipynb #b237e3a0
 from __future__ import annotations
-import gzip, http.client, os, pickle, sys, tempfile, urllib.request, zlib
+import gzip, http.client, os, pickle, sys, urllib.request, zlib
 from pathlib import Path
 import numpy as np, torch
 from torch import Tensor
 from fastprogress.fastprogress import progress_bar
 import matplotlib.pyplot as plt
-from .core import interactive
+from .core import interactive, replacing
 
 # %% auto #0
 __all__ = ['MNIST_URL', 'MNIST_SIZES', 'data_dir', 'download', 'SafeUnpickler', 'DataFileError', 'load_mnist', 'get_mnist',
@@ -32,24 +32,16 @@ def download(url:str, # where to fetch from
              show:bool|None=None # progress bar (default: only when `interactive()`)
             )->Path:
     "Fetch `url` into `dest` through a temporary file, renamed into place only when complete"
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f'.{dest.name}.', suffix='.part')
-    try:
-        with os.fdopen(fd, 'wb') as f, urllib.request.urlopen(url, timeout=60) as r:
-            size = int(r.headers.get('Content-Length') or 0)
-            chunks = iter(lambda: r.read(chunk), b'')
-            if show if show is not None else interactive():
-                chunks = progress_bar(chunks, total=-(-size//chunk) if size else None, leave=False)
-            try: got = sum(f.write(c) for c in chunks)
-            except http.client.IncompleteRead as e: got = f.tell() + len(e.partial)
+    with replacing(dest) as tmp, open(tmp, 'wb') as f, urllib.request.urlopen(url, timeout=60) as r:
+        size = int(r.headers.get('Content-Length') or 0)
+        chunks = iter(lambda: r.read(chunk), b'')
+        if show if show is not None else interactive():
+            chunks = progress_bar(chunks, total=-(-size//chunk) if size else None, leave=False)
+        try: got = sum(f.write(c) for c in chunks)
+        except http.client.IncompleteRead as e: got = f.tell() + len(e.partial)
         if size and got != size:
             raise OSError(f'Download of {url} stopped after {got} of {size} bytes; nothing was saved. Try again.')
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return dest
+    return Path(dest)
 
 # %% ../nbs/01_datasets.ipynb #b4c5e2e4
 _NUMPY_OK = {('numpy', 'ndarray'), ('numpy', 'dtype'), ('_codecs', 'encode'),

@@ -4,20 +4,23 @@
 
 # %% ../nbs/04_training.ipynb #e5d2be3d
 from __future__ import annotations
-import math, sys, time
+import math, os, sys, time
 from pathlib import Path
 import torch
 from torch import Tensor, nn
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
 import matplotlib.pyplot as plt
 from fastcore.script import anno_parser
 from fastprogress.fastprogress import master_bar, progress_bar
-from .core import interactive
+from .core import interactive, replacing
 from .datasets import get_mnist
 from .losses import cross_entropy
 
 # %% auto #0
-__all__ = ['accuracy', 'report', 'Dataset', 'BatchLoader', 'get_dls', 'History', 'NonFiniteLossError', 'FitResult', 'evaluate',
-           'fit', 'top_k_error', 'save_weights', 'load_weights', 'train_mnist', 'mnist_main']
+__all__ = ['accuracy', 'report', 'Dataset', 'world', 'all_sum', 'from_rank0', 'BatchLoader', 'get_dls', 'History',
+           'NonFiniteLossError', 'FitResult', 'evaluate', 'fit', 'top_k_error', 'save_weights', 'load_weights',
+           'init_distributed', 'train_mnist', 'mnist_main']
 
 # %% ../nbs/04_training.ipynb #07cf8c44
 def accuracy(out:Tensor, # logits or probabilities, classes on dim 1
@@ -46,21 +49,69 @@ class Dataset:
     def __len__(self): return len(self.x)
     def __getitem__(self, i): return self.x[i], self.y[i]
 
+# %% ../nbs/04_training.ipynb #5c341af7
+def world()->tuple: # (rank, world_size)
+    "This process's rank and the number of processes: (0, 1) unless a `torch.distributed` process group is running"
+    return (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
+
+def _comm(t:Tensor)->Tensor:
+    "`t` where the process group can reach it: gloo works on CPU tensors, nccl on this process's GPU"
+    return t.cuda() if dist.get_backend() == 'nccl' else t
+
+def all_sum(*xs:float # numbers of this process
+           )->list:
+    "The sums over all processes of the numbers `xs`, in float64 (with one process: the numbers themselves)"
+    if world()[1] == 1: return list(xs)
+    t = _comm(torch.tensor(xs, dtype=torch.float64))
+    dist.all_reduce(t)
+    return t.tolist()
+
+def from_rank0(t:Tensor # this process's tensor; every process passes one of the same shape and dtype
+              )->Tensor:
+    "Rank 0's `t`, on every process (with one process: `t` itself)"
+    if world()[1] == 1: return t
+    c = _comm(t.clone())
+    dist.broadcast(c, 0)
+    return c.to(t.device)
+
 # %% ../nbs/04_training.ipynb #8afde5a8
 class BatchLoader:
-    "Batches of an in-memory `Dataset`: index its tensors with whole slices of a shuffled permutation"
+    "Batches of an in-memory `Dataset`, indexed with whole slices of a shuffled permutation; under `torch.distributed`, this process's share"
     def __init__(self, ds:Dataset, # a `Dataset` over tensors
-                 bs:int, # batch size
+                 bs:int, # batch size (of each process, under `torch.distributed`)
                  shuffle:bool=False, # a new random order each epoch
-                 drop_last:bool=False, # skip a final batch smaller than `bs`
-                 generator:torch.Generator|None=None # random source for the order (default: torch's global one)
+                 drop_last:bool=False, # skip a final batch smaller than `bs` (and, across processes, the samples that do not divide evenly)
+                 generator:torch.Generator|None=None, # random source for the order (default: torch's global one; rank 0's counts)
+                 even:bool=True # across processes: pad to the same number of samples each, as `DistributedSampler` (False: each sample once)
                 ):
         if bs < 1: raise ValueError(f"batch size must be at least 1, got {bs}")
-        self.ds, self.bs, self.shuffle, self.drop_last, self.generator = ds, bs, shuffle, drop_last, generator
-    def __len__(self): return len(self.ds) // self.bs if self.drop_last else -(-len(self.ds) // self.bs)
-    def __iter__(self):
-        x, y, n, bs = self.ds.x, self.ds.y, len(self.ds), self.bs
+        self.ds, self.bs, self.shuffle, self.drop_last, self.generator, self.even = ds, bs, shuffle, drop_last, generator, even
+
+    def _size(self)->int:
+        "How many samples this process takes per epoch"
+        n, (r, W) = len(self.ds), world()
+        if W == 1: return n
+        if not self.even: return len(range(r, n, W))
+        return n // W if self.drop_last else -(-n // W)
+
+    def __len__(self):
+        n = self._size()
+        return n // self.bs if self.drop_last else -(-n // self.bs)
+
+    def _order(self)->Tensor|None:
+        "This epoch's indices of this process's samples; None for all of them in order"
+        n, (r, W) = len(self.ds), world()
         idx = torch.randperm(n, generator=self.generator) if self.shuffle else None
+        if W == 1: return idx
+        idx = torch.arange(n) if idx is None else from_rank0(idx) # one permutation for all processes
+        if self.even: # pad with repeats, or cut, to a multiple of W: every process gets the same number of samples
+            total = self._size() * W
+            idx = idx.repeat(-(-total // n))[:total] if n else idx
+        return idx[r::W]
+
+    def __iter__(self):
+        x, y, bs, idx = self.ds.x, self.ds.y, self.bs, self._order()
+        n = len(self.ds) if idx is None else len(idx)
         for i in range(0, n - n % bs if self.drop_last else n, bs):
             if idx is None: yield x[i:i+bs], y[i:i+bs]
             else:
@@ -72,15 +123,19 @@ _FAST_KW = {'drop_last', 'generator'}
 
 def get_dls(train_ds, # training data: a `Dataset`, or anything PyTorch's `DataLoader` takes
             valid_ds, # validation data
-            bs:int, # training batch size (validation uses 2*bs)
+            bs:int, # training batch size, of each process under `torch.distributed` (validation uses 2*bs)
             **kwargs
            )->tuple: # (train_dl, valid_dl)
     "Training (shuffled) and validation loaders: `BatchLoader` for in-memory tensors, PyTorch's `DataLoader` otherwise; `kwargs` (e.g. `drop_last`, `num_workers`) go to both"
     def fast(ds): return isinstance(ds, Dataset) and torch.is_tensor(ds.x) and torch.is_tensor(ds.y)
     if fast(train_ds) and fast(valid_ds) and set(kwargs) <= _FAST_KW:
-        return BatchLoader(train_ds, bs, shuffle=True, **kwargs), BatchLoader(valid_ds, bs*2, **kwargs)
-    from torch.utils.data import DataLoader
-    return DataLoader(train_ds, bs, shuffle=True, **kwargs), DataLoader(valid_ds, bs*2, **kwargs)
+        return BatchLoader(train_ds, bs, shuffle=True, **kwargs), BatchLoader(valid_ds, bs*2, even=False, **kwargs)
+    from torch.utils.data import DataLoader, DistributedSampler
+    r, W = world()
+    if W == 1: return DataLoader(train_ds, bs, shuffle=True, **kwargs), DataLoader(valid_ds, bs*2, **kwargs)
+    seed = int(from_rank0(torch.randint(2**62, ())))
+    train = DistributedSampler(train_ds, W, r, shuffle=True, seed=seed, drop_last=kwargs.get('drop_last', False))
+    return DataLoader(train_ds, bs, sampler=train, **kwargs), DataLoader(valid_ds, bs*2, sampler=range(r, len(valid_ds), W), **kwargs)
 
 # %% ../nbs/04_training.ipynb #c133f0f8
 class History:
@@ -125,7 +180,7 @@ def evaluate(model, # the model to evaluate
              loss_func, # loss function(preds, targets)
              dl # validation batches
             )->tuple:
-    "Mean loss and accuracy of `model` over `dl`, weighted by batch size, without gradients"
+    "Mean loss and accuracy of `model` over `dl`, weighted by batch size, without gradients; summed over all processes"
     was_training = getattr(model, 'training', False)
     if hasattr(model, 'eval'): model.eval()
     tot_loss = tot_acc = 0.; count = 0
@@ -136,45 +191,58 @@ def evaluate(model, # the model to evaluate
             tot_acc += accuracy(pred, yb).item() * n
             count += n
     if was_training: model.train()
+    tot_loss, tot_acc, count = all_sum(tot_loss, tot_acc, count)
     if not count: raise ValueError("the validation loader yielded no batches: expected at least one")
     return tot_loss / count, tot_acc / count
 
 # %% ../nbs/04_training.ipynb #5750138f
+def _ddp(model):
+    "`model` in `DistributedDataParallel`, which averages gradients over the processes; as it is if it has nothing to train"
+    if isinstance(model, DDP) or not isinstance(model, nn.Module) or not any(p.requires_grad for p in model.parameters()): return model
+    dev = next(model.parameters()).device
+    return DDP(model, device_ids=[dev.index] if dev.type == 'cuda' else None)
+
 def fit(epochs:int, # passes over the training data
         model, # the model: a callable, usually an `nn.Module`
         loss_func, # loss function(preds, targets), e.g. `cross_entropy`
         opt, # optimizer with `step` and `zero_grad`
         train_dl, # training batches
         valid_dl, # validation batches
-        progress:bool|None=None # progress bar (default: only when `interactive()`)
+        progress:bool|None=None # progress bar (default: only when `interactive()`; only ever on rank 0)
        )->FitResult:
     "Train for `epochs`, validating after each; return (valid_loss, valid_accuracy) with the `history`"
-    hist, show = History(), interactive() if progress is None else progress
+    if epochs < 1: raise ValueError(f"epochs must be at least 1, got {epochs}: with no epoch there is no loss or accuracy to report")
+    rank, W = world()
+    hist, show = History(), (interactive() if progress is None else progress) and rank == 0
+    net = _ddp(model) if W > 1 else model
+    where = f" on rank {rank} of {W}" if W > 1 else ""
     mb = master_bar(range(epochs)) if show else range(epochs)
     epoch = i = 0
     try:
         for epoch in mb:
             t0, tot, count = time.perf_counter(), 0., 0
+            if hasattr(getattr(train_dl, 'sampler', None), 'set_epoch'): train_dl.sampler.set_epoch(epoch)
             if hasattr(model, 'train'): model.train()
             for i, (xb, yb) in enumerate(progress_bar(train_dl, parent=mb) if show else train_dl):
-                loss = loss_func(model(xb), yb)
+                loss = loss_func(net(xb), yb)
                 lv = loss.item()
                 if not math.isfinite(lv):
-                    raise NonFiniteLossError(f"the training loss became {lv} at epoch {epoch}, batch {i}: lower the learning rate or check the inputs of that batch")
+                    raise NonFiniteLossError(f"the training loss became {lv} at epoch {epoch}, batch {i}{where}: lower the learning rate or check the inputs of that batch")
                 loss.backward()
                 opt.step()
                 opt.zero_grad()
                 hist.batch_losses.append(lv)
                 tot += lv * len(xb); count += len(xb)
+            tot, count = all_sum(tot, count)
             if not count: raise ValueError("the training loader yielded no batches: expected at least one")
             vloss, vacc = evaluate(model, loss_func, valid_dl)
-            hist.epochs.append(dict(epoch=epoch, train_loss=tot / max(count, 1), valid_loss=vloss, valid_acc=vacc,
+            hist.epochs.append(dict(epoch=epoch, train_loss=tot / count, valid_loss=vloss, valid_acc=vacc,
                                     seconds=time.perf_counter() - t0))
-            line = f"epoch {epoch}: train loss {tot / max(count, 1):.4f}, valid loss {vloss:.4f}, valid accuracy {vacc:.4f}"
+            line = f"epoch {epoch}: train loss {tot / count:.4f}, valid loss {vloss:.4f}, valid accuracy {vacc:.4f}"
             if show: mb.write(line)
-            else: print(line)
+            elif rank == 0: print(line)
     except KeyboardInterrupt:
-        print(f"Interrupted at epoch {epoch}, batch {i}: kept the history of {len(hist)} finished epochs.", file=sys.stderr)
+        if rank == 0: print(f"Interrupted at epoch {epoch}, batch {i}: kept the history of {len(hist)} finished epochs.", file=sys.stderr)
         return FitResult(hist, interrupted=True)
     except NonFiniteLossError as e:
         e.history = hist
@@ -191,39 +259,59 @@ def top_k_error(out:Tensor, # scores, classes on dim 1
     return 1 - (out.topk(k, dim=1).indices == yb[:, None]).any(1).float().mean()
 
 # %% ../nbs/04_training.ipynb #f07b40b9
-def save_weights(model:nn.Module, path)->Path:
-    "Save `model`'s `state_dict` to `path`"
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), path)
-    return path
+def save_weights(model:nn.Module, # the model (its `state_dict` is saved)
+                 path # the file to write, replaced atomically
+                )->Path:
+    "Save `model`'s `state_dict` to `path` through a temporary file, renamed into place only when complete"
+    with replacing(path) as tmp: torch.save(model.state_dict(), tmp)
+    return Path(path)
 
-def load_weights(model:nn.Module, path)->nn.Module:
+def load_weights(model:nn.Module, # the model to load into
+                 path # a file written by `save_weights`
+                )->nn.Module:
     "Load weights saved by `save_weights` into `model`, refusing anything but tensors (`weights_only=True`)"
     model.load_state_dict(torch.load(path, weights_only=True))
     return model
 
 # %% ../nbs/04_training.ipynb #3b9701dc
+def init_distributed()->torch.device:
+    "Join the process group that torchrun describes in the environment, if any (gloo on CPU; nccl with one GPU per process, by LOCAL_RANK); the device to train on"
+    if 'RANK' not in os.environ or 'WORLD_SIZE' not in os.environ: return torch.device('cpu')
+    dev = torch.device('cuda', int(os.environ.get('LOCAL_RANK', 0))) if torch.cuda.is_available() else torch.device('cpu')
+    if dev.type == 'cuda': torch.cuda.set_device(dev)
+    if not dist.is_initialized(): dist.init_process_group('nccl' if dev.type == 'cuda' else 'gloo')
+    return dev
+
 def train_mnist(epochs:int=5, # passes over the 50,000 training images
-                bs:int=50, # batch size
+                bs:int=50, # batch size of each process (under torchrun, N processes train like one at N*bs)
                 lr:float=0.5, # SGD learning rate
                 nh:int=50, # hidden units of the 784-nh-10 MLP
                 out:str='.', # folder for the loss-curve PNG and the weights
-                seed:int=42, # random seed
+                seed:int=42, # random seed: the same seed gives the same sample order whatever the number of processes
                 data:str|None=None, # folder holding mnist.pkl.gz (default: $MINIAI_DATA, else a per-user cache)
                 progress:bool|None=None # progress bar (default: when run in a terminal)
                )->FitResult:
-    "Train the course's MLP on MNIST with `fit`, print the validation accuracy, save the loss curve and the weights"
-    torch.manual_seed(seed)
-    (xt, yt), (xv, yv), _ = get_mnist(data)
-    model = nn.Sequential(nn.Linear(784, nh), nn.ReLU(), nn.Linear(nh, 10))
-    opt = torch.optim.SGD(model.parameters(), lr=lr)
-    res = fit(epochs, model, cross_entropy, opt, *get_dls(Dataset(xt, yt), Dataset(xv, yv), bs), progress=progress)
-    out = Path(out); out.mkdir(parents=True, exist_ok=True)
-    fig = res.history.plot()
-    fig.savefig(out/'mnist_loss.png', dpi=100, bbox_inches='tight'); plt.close(fig)
-    save_weights(model, out/'mnist_mlp.pt')
-    print(f"validation accuracy: {res[1]:.4f}" + (" (interrupted)" if res.interrupted else ""))
-    print(f"saved {out/'mnist_loss.png'} and {out/'mnist_mlp.pt'}")
+    "Train the course's MLP on MNIST with `fit`, print the validation accuracy, save the loss curve and the weights; under torchrun, on all its processes"
+    joined = not dist.is_initialized()
+    dev = init_distributed()
+    joined &= dist.is_initialized()
+    try:
+        torch.manual_seed(seed)
+        (xt, yt), (xv, yv), _ = get_mnist(data)
+        model = nn.Sequential(nn.Linear(784, nh), nn.ReLU(), nn.Linear(nh, 10)).to(dev)
+        opt = torch.optim.SGD(model.parameters(), lr=lr)
+        dls = get_dls(Dataset(xt.to(dev), yt.to(dev)), Dataset(xv.to(dev), yv.to(dev)), bs)
+        res = fit(epochs, model, cross_entropy, opt, *dls, progress=progress)
+        if world()[0] == 0: # one process writes the files and reports
+            out = Path(out)
+            fig = res.history.plot()
+            with replacing(out/'mnist_loss.png') as tmp: fig.savefig(tmp, format='png', dpi=100, bbox_inches='tight')
+            plt.close(fig)
+            save_weights(model, out/'mnist_mlp.pt')
+            print(f"validation accuracy: {res[1]:.4f}" + (" (interrupted)" if res.interrupted else ""))
+            print(f"saved {out/'mnist_loss.png'} and {out/'mnist_mlp.pt'}")
+    finally:
+        if joined: dist.destroy_process_group()
     return res
 
 def mnist_main(argv:list|None=None # arguments (default: the command line)

@@ -169,3 +169,28 @@ def test_empty_loaders_are_errors():
     empty = BatchLoader(Dataset(torch.randn(0, 784), torch.zeros(0, dtype=torch.long)), 5)
     with pytest.raises(ValueError, match='training loader yielded no batches'): fit(1, model, cross_entropy, opt, empty, data, progress=False)
     with pytest.raises(ValueError, match='validation loader yielded no batches'): fit(1, model, cross_entropy, opt, data, empty, progress=False)
+    with pytest.raises(ValueError, match='epochs must be at least 1, got 0'): fit(0, model, cross_entropy, opt, data, data, progress=False)
+
+def test_save_weights_is_atomic(tmp_path, monkeypatch):
+    "A crash while saving leaves the previous file as it was, and no temporary file behind"
+    a, b = mlp(seed=1), mlp(seed=2)
+    f = save_weights(a, tmp_path/'m.pt')
+    before = f.read_bytes()
+    real_save = torch.save
+    def dies_halfway(obj, path, *args, **kw):
+        real_save(obj, path, *args, **kw)
+        with open(path, 'r+b') as fh: fh.truncate(100) # half a file on disk...
+        raise KeyboardInterrupt # ...and then the user presses Ctrl-C
+    monkeypatch.setattr(torch, 'save', dies_halfway)
+    with pytest.raises(KeyboardInterrupt): save_weights(b, f)
+    monkeypatch.undo()
+    assert f.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ['m.pt']
+    load_weights(b, f)
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+
+def test_one_process_has_no_process_group():
+    import torch.distributed as dist
+    from miniai.training import world, all_sum, from_rank0
+    assert not dist.is_initialized() and world() == (0, 1)
+    t = torch.arange(3)
+    assert all_sum(1.5, 2) == [1.5, 2] and from_rank0(t) is t

@@ -1,0 +1,58 @@
+"""A script for tests/test_distributed.py to launch under torchrun (2 CPU processes on gloo), or alone.
+
+    python -m torch.distributed.run --standalone --nproc_per_node 2 tests/ddp_worker.py MODE OUT
+
+MODE: `shards` writes each process's samples per epoch; `metrics` trains with `fit` and writes each process's history;
+`fail` trains on data with a nan on rank 1's share."""
+import json, sys
+from pathlib import Path
+import torch, torch.distributed as dist
+from torch import nn
+from torch.utils.data import TensorDataset
+from miniai.losses import cross_entropy
+from miniai.training import BatchLoader, Dataset, accuracy, fit, get_dls, init_distributed, world
+
+def shards(out):
+    "The samples each process sees: in-memory loader and PyTorch's DataLoader route, training and validation"
+    n, rank = 103, world()[0]
+    ds = Dataset(torch.arange(n), torch.zeros(n))
+    res = {}
+    torch.manual_seed(rank) # the order must not depend on the processes' own random states: rank 0's counts
+    for name, (tdl, vdl) in {'fast': get_dls(ds, ds, 5), 'fast_drop': get_dls(ds, ds, 5, drop_last=True),
+                             'torch': get_dls(TensorDataset(ds.x, ds.y), TensorDataset(ds.x, ds.y), 5, num_workers=0)}.items():
+        eps = []
+        for epoch in range(2):
+            if hasattr(tdl, 'sampler') and hasattr(tdl.sampler, 'set_epoch'): tdl.sampler.set_epoch(epoch)
+            eps.append([int(v) for xb, _ in tdl for v in xb])
+        res[name] = dict(train=eps, n_batches=len(tdl), valid=[int(v) for xb, _ in vdl for v in xb])
+    (Path(out)/f'shards{rank}.json').write_text(json.dumps(res))
+
+def data(n, seed, bad=None):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 20, generator=g)
+    y = (x[:, :4].argmax(1) + (x[:, 4] > 1)) % 4
+    if bad is not None: x[bad, 3] = float('nan')
+    return x, y
+
+def train(out, bs, bad=None):
+    torch.manual_seed(0)
+    (xt, yt), (xv, yv) = data(600, 1, bad), data(101, 2)
+    model = nn.Sequential(nn.Linear(20, 16), nn.ReLU(), nn.Linear(16, 4))
+    opt = torch.optim.SGD(model.parameters(), lr=0.3)
+    res = fit(3, model, cross_entropy, opt, *get_dls(Dataset(xt, yt), Dataset(xv, yv), bs), progress=False)
+    with torch.no_grad(): pred = model(xv) # the whole validation set, in this one process
+    rank = world()[0]
+    (Path(out)/f'metrics{rank}.json').write_text(json.dumps(dict(
+        history=res.history.epochs, full_valid=[cross_entropy(pred, yv).item(), accuracy(pred, yv).item()],
+        weights=[p.detach().flatten().tolist() for p in model.parameters()])))
+
+if __name__ == '__main__':
+    mode, out = sys.argv[1], sys.argv[2]
+    init_distributed()
+    W = world()[1]
+    if mode == 'shards': shards(out)
+    elif mode == 'metrics': train(out, 20 // W)
+    elif mode == 'fail': # a nan in the sample at position 7 = 1 + 3*2 of the first epoch's order: rank 1's fourth
+        torch.manual_seed(0); nn.Sequential(nn.Linear(20, 16), nn.ReLU(), nn.Linear(16, 4)) # the draws `train` makes first
+        train(out, 10, bad=int(torch.randperm(600)[7]))
+    if dist.is_initialized(): dist.destroy_process_group()
