@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from torch.nn import _reduction as _Reduction
 
 # %% auto #0
-__all__ = ['logsigmoid', 'logsumexp', 'log_softmax', 'softmax', 'nll_loss', 'log_sigmoid', 'binary_cross_entropy_with_logits', 'NLLLoss', 'BCEWithLogitsLoss', 'CrossEntropyFn', 'cross_entropy', 'CrossEntropyLoss']
+__all__ = ['logsigmoid', 'logsumexp', 'log_softmax', 'softmax', 'nll_loss', 'log_sigmoid', 'binary_cross_entropy_with_logits', 'NLLLoss', 'BCEWithLogitsLoss', 'CrossEntropyFn', 'cross_entropy', 'CrossEntropyLoss', 'BLOCK_BYTES', 'block_rows', 'LinearCrossEntropyFn', 'linear_cross_entropy', 'LinearCrossEntropyLoss']
 
 # %% ../nbs/02_losses.ipynb #20f5f1bf
 _LOW = (torch.float16, torch.bfloat16)
@@ -358,3 +358,161 @@ class CrossEntropyLoss(_WeightedLoss):
     def forward(self, input:Tensor, target:Tensor)->Tensor:
         return cross_entropy(input, target, weight=self.weight, ignore_index=self.ignore_index, reduction=self.reduction,
                              label_smoothing=self.label_smoothing)
+
+# %% ../nbs/05_linear_cross_entropy.ipynb #ba9bad9b
+from torch.autograd.function import once_differentiable
+
+# %% ../nbs/05_linear_cross_entropy.ipynb #ed05ed5b
+BLOCK_BYTES = 32 << 20 # the most memory one block of logits may take: 32 MiB
+
+def block_rows(V:int, # classes: the width of a row of logits
+               budget:int|None=None # bytes for one block of float32 logits (default: `BLOCK_BYTES`)
+              )->int:
+    "How many rows of float32 logits fit in the memory budget (at least one)"
+    return max(1, (BLOCK_BYTES if budget is None else budget) // (4 * V))
+
+def _lce_blocks(x:Tensor, W:Tensor, b:Tensor|None, t:Tensor, w:Tensor|None, keep:Tensor|None, ls:float,
+                scale, need:tuple)->tuple:
+    """Cross entropy of the logits `x @ W.T + b`, one block of rows at a time: the loss of each row, and, for the grads in
+    `need` (dx, dW, db), the gradients of sum_i scale_i * loss_i. `t`: class indices (N,) or probabilities (N, V);
+    `w`: class weights; `keep`: rows that count (None: all). All in float32 or float64."""
+    N, V = x.shape[0], W.shape[0]
+    probs, R = t.is_floating_point(), block_rows(V)
+    loss = x.new_empty(N)
+    dx = torch.empty_like(x) if need[0] else None
+    dW = torch.zeros_like(W) if need[1] else None
+    db = torch.zeros_like(b) if need[2] and b is not None else None
+    wsum = V if w is None else w.sum()
+    z_all = x.new_empty(min(R, N), V) # the only block of logits: reused for every block
+    for i in range(0, N, R):
+        j = min(i + R, N); xb, z = x[i:j], z_all[:j-i]
+        if b is None: torch.mm(xb, W.t(), out=z)
+        else: torch.addmm(b, xb, W.t(), out=z)
+        if probs: # y' = (1-ls) y + ls/V, weighted by class: q = w * y'; loss = lse * sum(q) - q . z
+            q = t[i:j] * (1 - ls) + ls / V if ls else t[i:j]
+            if w is not None: q = q * w
+            qs, qz = q.sum(1, keepdim=True), (q * z).sum(1, keepdim=True)
+        else: # nll part a_i (lse - z_t) and smoothing part c_i (wsum lse - w . z), with a_i = (1-ls) w_t, c_i = ls / V
+            tb = t[i:j, None]
+            zt = z.gather(1, tb)
+            a = x.new_full((j-i, 1), 1 - ls) if w is None else (1 - ls) * w[tb]
+            if keep is not None: a = a * keep[i:j, None]
+            if ls:
+                c = x.new_full((j-i, 1), ls / V) if keep is None else keep[i:j, None].to(x.dtype) * (ls / V)
+                wz = z.sum(1, keepdim=True) if w is None else z @ w[:, None]
+        m = z.amax(1, keepdim=True)
+        s = z.sub_(m).exp_().sum(1, keepdim=True) # z now holds exp(z - m)
+        lse = s.log() + m
+        if probs: lb = lse * qs - qz
+        else:
+            lb = a * (lse - zt)
+            if ls: lb = lb + c * (wsum * lse - wz)
+            if keep is not None: lb = torch.where(keep[i:j, None], lb, 0) # 0, not 0 * inf, for ignored rows
+        loss[i:j] = lb.squeeze(1)
+        if not any(need): continue
+        # G = scale * (p * f - Y'): p = exp(z - m) / s, f the total target weight of the row, Y' its weighted targets
+        sc = scale if not torch.is_tensor(scale) or scale.dim() == 0 else scale[i:j, None]
+        f = qs if probs else (a + c * wsum if ls else a)
+        G = z.mul_(f * sc / s)
+        if probs: G.sub_(q * sc)
+        else:
+            G.scatter_add_(1, tb, -(a * sc).expand(j-i, 1))
+            if ls: G.sub_((c * sc) * (1 if w is None else w))
+        if dx is not None: torch.mm(G, W, out=dx[i:j])
+        if dW is not None: dW.addmm_(G.t(), xb)
+        if db is not None: db += G.sum(0)
+    return loss, dx, dW, db
+
+# %% ../nbs/05_linear_cross_entropy.ipynb #cbd4860f
+class LinearCrossEntropyFn(torch.autograd.Function):
+    "`linear_cross_entropy` with the gradients computed block by block in the forward pass; `opts` = (w, keep, ls, reduction, denom, need)"
+    @staticmethod
+    def forward(ctx, x, W, b, t, opts):
+        w, keep, ls, reduction, denom, need = opts
+        eager = reduction != 'none' and any(need) # a scalar output: its gradient is known up to one factor, g
+        scale = (1 / denom if denom else 0.) if reduction == 'mean' else 1.
+        xf, Wf, bf = _up(x), _up(W), (None if b is None else _up(b))
+        loss, *grads = _lce_blocks(xf, Wf, bf, t, w, keep, ls, scale, need if eager else (False,)*3)
+        ctx.grads, ctx.opts, ctx.scale = (grads if eager else None), opts, scale
+        ctx.dtypes = [None if v is None else v.dtype for v in (x, W, b)]
+        ctx.save_for_backward(x, W, b, t)
+        if reduction == 'none': return loss.to(x.dtype)
+        return (loss.sum() / denom if reduction == 'mean' else loss.sum()).to(x.dtype) # a mean over nothing is nan, as in torch
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g):
+        w, keep, ls, reduction, denom, need = ctx.opts
+        grads, ctx.grads = ctx.grads, None # handed over (no copy); a second backward recomputes them
+        if grads is None: # 'none' (each row has its own factor in g), or a second backward: the blocks again
+            x, W, b, t = ctx.saved_tensors
+            scale = _up(g) if reduction == 'none' else ctx.scale # as in forward, so a second backward gives the same bits
+            _, *grads = _lce_blocks(_up(x), _up(W), None if b is None else _up(b), t, w, keep, ls, scale, need)
+        if reduction != 'none' and g.item() != 1: grads = [None if v is None else v.mul_(g.item()) for v in grads]
+        return (*[None if v is None else v.to(dt) for v, dt in zip(grads, ctx.dtypes)], None, None)
+
+# %% ../nbs/05_linear_cross_entropy.ipynb #5686e4e8
+def linear_cross_entropy(input:Tensor, # features: (N, in_features) or (in_features,)
+                         linear_weight:Tensor, # the classifier's weight: (num_classes, in_features)
+                         target:Tensor, # class indices (N,) or (), or class probabilities (N, num_classes)
+                         *,
+                         linear_bias:Tensor|None=None, # the classifier's bias: (num_classes,)
+                         weight:Tensor|None=None, # a weight per class, shape (num_classes,)
+                         reduction:str='mean', # 'none', 'mean' (weighted) or 'sum'
+                         ignore_index:int|None=None, # class-index targets with this value count for nothing (None: -100)
+                         label_smoothing:float=0.0 # in [0, 1]: mix this much of the uniform distribution into the target
+                        )->Tensor:
+    "`cross_entropy(F.linear(input, linear_weight, linear_bias), target, ...)` without ever holding all the logits, as `F.linear_cross_entropy`"
+    _check_reduction(reduction)
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise RuntimeError(f"label_smoothing must be between 0.0 and 1.0. Got: {label_smoothing}")
+    if linear_weight.dim() != 2:
+        raise NotImplementedError(f"linear_weight must be 2-D (num_classes, in_features), got shape {tuple(linear_weight.shape)}")
+    V, D = linear_weight.shape
+    if input.dim() not in (1, 2) or input.shape[-1] != D:
+        raise RuntimeError(f"input must have shape (N, {D}) or ({D},) to match linear_weight of shape {tuple(linear_weight.shape)}, got {tuple(input.shape)}")
+    if linear_bias is not None and linear_bias.shape != (V,):
+        raise RuntimeError(f"linear_bias must have shape ({V},), one value per class, got {tuple(linear_bias.shape)}")
+    if target.requires_grad:
+        raise RuntimeError("linear_cross_entropy computes no gradient for the target: pass target.detach()")
+    unbatched = input.dim() == 1
+    x = input[None] if unbatched else input
+    _check_weight(weight, x.new_empty(0, V))
+    ii = -100 if ignore_index is None else ignore_index
+    if target.is_floating_point() and target.shape == (*input.shape[:-1], V): # class probabilities
+        if ii != -100: raise RuntimeError(f"ignore_index is not supported for floating point target: class probabilities have no index to ignore (got ignore_index={ii})")
+        t, keep, denom = _up(target).reshape(x.shape[0], V).to(_up(x).dtype), None, x.shape[0]
+    else: # class indices, checked as cross_entropy checks them against logits of shape (N, V), which we never make
+        _, t, _ = _class_targets(torch.empty(*input.shape[:-1], V, device='meta'), target)
+        keep = _target_mask(t, V, ii)
+        if keep is not None: t = torch.where(keep, t, 0)
+        wt = None if weight is None else _up(weight)[t]
+        denom = (len(t) if keep is None else keep.sum().item()) if wt is None else (wt if keep is None else torch.where(keep, wt, 0)).sum().item()
+    need = tuple(torch.is_grad_enabled() and v is not None and v.requires_grad for v in (input, linear_weight, linear_bias))
+    opts = (None if weight is None else _up(weight), keep, float(label_smoothing), reduction, denom, need)
+    loss = LinearCrossEntropyFn.apply(x, linear_weight, linear_bias, t, opts)
+    return loss[0] if unbatched and reduction == 'none' else loss
+
+# %% ../nbs/05_linear_cross_entropy.ipynb #843c1e6a
+class LinearCrossEntropyLoss(nn.Module):
+    "A linear layer and cross entropy in one, as `nn.LinearCrossEntropyLoss`: `state_dict` keys `linear.weight`, `linear.bias` (and `weight`)"
+    def __init__(self, in_features:int, # features per input row
+                 num_classes:int, # classes: the vocabulary size
+                 *,
+                 bias:bool=False, # learn a bias per class
+                 device=None, # where the linear layer's parameters live
+                 dtype=None, # their dtype
+                 reduction:str='mean', # 'none', 'mean' or 'sum'
+                 weight:Tensor|None=None, # a weight per class, shape (num_classes,)
+                 ignore_index:int|None=None, # class-index targets with this value count for nothing (None: -100)
+                 label_smoothing:float=0.0 # in [0, 1]
+                ):
+        super().__init__()
+        _check_reduction(reduction)
+        self.in_features, self.num_classes = in_features, num_classes
+        self.reduction, self.ignore_index, self.label_smoothing = reduction, ignore_index, label_smoothing
+        self.linear = nn.Linear(in_features, num_classes, bias=bias, device=device, dtype=dtype)
+        self.register_buffer('weight', weight)
+    def forward(self, input:Tensor, target:Tensor)->Tensor:
+        return linear_cross_entropy(input, self.linear.weight, target, linear_bias=self.linear.bias, weight=self.weight,
+                                    reduction=self.reduction, ignore_index=self.ignore_index, label_smoothing=self.label_smoothing)

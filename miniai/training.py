@@ -178,9 +178,11 @@ class FitResult(tuple):
 # %% ../nbs/04_training.ipynb #fd5c3d11
 def evaluate(model, # the model to evaluate
              loss_func, # loss function(preds, targets)
-             dl # validation batches
+             dl, # validation batches
+             metric=None # metric(preds, targets) to report beside the loss (default: `accuracy`)
             )->tuple:
-    "Mean loss and accuracy of `model` over `dl`, weighted by batch size, without gradients; summed over all processes"
+    "Mean loss and metric (accuracy) of `model` over `dl`, weighted by batch size, without gradients; summed over all processes"
+    metric = metric or accuracy
     was_training = getattr(model, 'training', False)
     if hasattr(model, 'eval'): model.eval()
     tot_loss = tot_acc = 0.; count = 0
@@ -188,7 +190,7 @@ def evaluate(model, # the model to evaluate
         for xb, yb in dl:
             pred, n = model(xb), len(xb)
             tot_loss += loss_func(pred, yb).item() * n
-            tot_acc += accuracy(pred, yb).item() * n
+            tot_acc += metric(pred, yb).item() * n
             count += n
     if was_training: model.train()
     tot_loss, tot_acc, count = all_sum(tot_loss, tot_acc, count)
@@ -208,7 +210,8 @@ def fit(epochs:int, # passes over the training data
         opt, # optimizer with `step` and `zero_grad`
         train_dl, # training batches
         valid_dl, # validation batches
-        progress:bool|None=None # progress bar (default: only when `interactive()`; only ever on rank 0)
+        progress:bool|None=None, # progress bar (default: only when `interactive()`; only ever on rank 0)
+        metric=None # metric(preds, targets) reported as `valid_acc` (default: `accuracy` of the predictions)
        )->FitResult:
     "Train for `epochs`, validating after each; return (valid_loss, valid_accuracy) with the `history`"
     if epochs < 1: raise ValueError(f"epochs must be at least 1, got {epochs}: with no epoch there is no loss or accuracy to report")
@@ -235,7 +238,7 @@ def fit(epochs:int, # passes over the training data
                 tot += lv * len(xb); count += len(xb)
             tot, count = all_sum(tot, count)
             if not count: raise ValueError("the training loader yielded no batches: expected at least one")
-            vloss, vacc = evaluate(model, loss_func, valid_dl)
+            vloss, vacc = evaluate(model, loss_func, valid_dl, metric)
             hist.epochs.append(dict(epoch=epoch, train_loss=tot / count, valid_loss=vloss, valid_acc=vacc,
                                     seconds=time.perf_counter() - t0))
             line = f"epoch {epoch}: train loss {tot / count:.4f}, valid loss {vloss:.4f}, valid accuracy {vacc:.4f}"
