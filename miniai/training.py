@@ -218,6 +218,7 @@ def fit(epochs:int, # passes over the training data
     rank, W = world()
     hist, show = History(), (interactive() if progress is None else progress) and rank == 0
     net = _ddp(model) if W > 1 else model
+    lossf = _ddp(loss_func) if W > 1 else loss_func # a loss with weights of its own (a `LinearCrossEntropyLoss` head) too
     where = f" on rank {rank} of {W}" if W > 1 else ""
     mb = master_bar(range(epochs)) if show else range(epochs)
     epoch = i = 0
@@ -227,7 +228,7 @@ def fit(epochs:int, # passes over the training data
             if hasattr(getattr(train_dl, 'sampler', None), 'set_epoch'): train_dl.sampler.set_epoch(epoch)
             if hasattr(model, 'train'): model.train()
             for i, (xb, yb) in enumerate(progress_bar(train_dl, parent=mb) if show else train_dl):
-                loss = loss_func(net(xb), yb)
+                loss = lossf(net(xb), yb)
                 lv = loss.item()
                 if not math.isfinite(lv):
                     raise NonFiniteLossError(f"the training loss became {lv} at epoch {epoch}, batch {i}{where}: lower the learning rate or check the inputs of that batch")

@@ -3,13 +3,13 @@
     python -m torch.distributed.run --standalone --nproc_per_node 2 tests/ddp_worker.py MODE OUT
 
 MODE: `shards` writes each process's samples per epoch; `metrics` trains with `fit` and writes each process's history;
-`fail` trains on data with a nan on rank 1's share."""
+`head` trains with a `LinearCrossEntropyLoss` head; `fail` trains on data with a nan on rank 1's share."""
 import json, sys
 from pathlib import Path
 import torch, torch.distributed as dist
 from torch import nn
 from torch.utils.data import TensorDataset
-from miniai.losses import cross_entropy
+from miniai.losses import LinearCrossEntropyLoss, cross_entropy
 from miniai.training import BatchLoader, Dataset, accuracy, fit, get_dls, init_distributed, world
 
 def shards(out):
@@ -34,17 +34,22 @@ def data(n, seed, bad=None):
     if bad is not None: x[bad, 3] = float('nan')
     return x, y
 
-def train(out, bs, bad=None):
+def train(out, bs, bad=None, head=False):
+    "`fit` on synthetic data; with `head`, the last layer is a `LinearCrossEntropyLoss` with weights of its own"
     torch.manual_seed(0)
     (xt, yt), (xv, yv) = data(600, 1, bad), data(101, 2)
     model = nn.Sequential(nn.Linear(20, 16), nn.ReLU(), nn.Linear(16, 4))
-    opt = torch.optim.SGD(model.parameters(), lr=0.3)
-    res = fit(3, model, cross_entropy, opt, *get_dls(Dataset(xt, yt), Dataset(xv, yv), bs), progress=False)
-    with torch.no_grad(): pred = model(xv) # the whole validation set, in this one process
+    loss_func = cross_entropy
+    if head: model, loss_func = model[:2], LinearCrossEntropyLoss(16, 4, bias=True)
+    params = [*model.parameters(), *(loss_func.parameters() if head else [])]
+    opt = torch.optim.SGD(params, lr=0.3)
+    metric = (lambda h, y: accuracy(loss_func.linear(h), y)) if head else None
+    res = fit(3, model, loss_func, opt, *get_dls(Dataset(xt, yt), Dataset(xv, yv), bs), progress=False, metric=metric)
+    with torch.no_grad(): pred = loss_func.linear(model(xv)) if head else model(xv) # the whole validation set, in this one process
     rank = world()[0]
     (Path(out)/f'metrics{rank}.json').write_text(json.dumps(dict(
         history=res.history.epochs, full_valid=[cross_entropy(pred, yv).item(), accuracy(pred, yv).item()],
-        weights=[p.detach().flatten().tolist() for p in model.parameters()])))
+        weights=[p.detach().flatten().tolist() for p in params])))
 
 if __name__ == '__main__':
     mode, out = sys.argv[1], sys.argv[2]
@@ -52,6 +57,7 @@ if __name__ == '__main__':
     W = world()[1]
     if mode == 'shards': shards(out)
     elif mode == 'metrics': train(out, 20 // W)
+    elif mode == 'head': train(out, 20 // W, head=True)
     elif mode == 'fail': # a nan in the sample at position 7 = 1 + 3*2 of the first epoch's order: rank 1's fourth
         torch.manual_seed(0); nn.Sequential(nn.Linear(20, 16), nn.ReLU(), nn.Linear(16, 4)) # the draws `train` makes first
         train(out, 10, bad=int(torch.randperm(600)[7]))

@@ -35,10 +35,12 @@ def test_shards_disjoint_complete_and_even(tmp_path):
     assert len(a) == len(b) == 50 and r0['fast_drop']['n_batches'] == r1['fast_drop']['n_batches'] == 10
     assert len(set(a) | set(b)) == 100
 
-def test_metrics_global_and_equal_to_one_process(tmp_path):
-    log = worker('metrics', tmp_path)
+@pytest.mark.parametrize('mode', ['metrics', 'head'])
+def test_metrics_global_and_equal_to_one_process(tmp_path, mode):
+    "The same global numbers on every process, and the model of one process at twice the batch; `head`: a loss with weights"
+    log = worker(mode, tmp_path)
     one = tmp_path/'one'; one.mkdir()
-    worker('metrics', one, procs=1)
+    worker(mode, one, procs=1)
     r0, r1, single = (json.loads(p.read_text()) for p in (tmp_path/'metrics0.json', tmp_path/'metrics1.json', one/'metrics0.json'))
     for k in ('train_loss', 'valid_loss', 'valid_acc'): # the same global numbers on every process
         assert [e[k] for e in r0['history']] == [e[k] for e in r1['history']]
