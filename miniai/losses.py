@@ -305,12 +305,20 @@ class CrossEntropyFn(torch.autograd.Function):
         return grad if grad.dtype == ctx.dtype else grad.to(ctx.dtype), None, None
 
 # %% ../nbs/03_backward.ipynb #8a9a422d
+def _check_smoothing(label_smoothing:float):
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise RuntimeError(f"label_smoothing must be between 0.0 and 1.0. Got: {label_smoothing}")
+
+def _check_no_ignore(ignore_index:int):
+    "Class-probability targets have no index to ignore: only the default -100 is allowed"
+    if ignore_index != -100:
+        raise RuntimeError(f"ignore_index is not supported for floating point target: class probabilities have no index to ignore (got ignore_index={ignore_index})")
+
 def _ce_probs(input:Tensor, target:Tensor, weight:Tensor|None, ignore_index:int, reduction:str, ls:float)->Tensor:
     "Cross entropy against class probabilities: `target` has `input`'s shape"
     if not target.is_floating_point():
         raise RuntimeError(f"Expected floating point type for target with class probabilities, got {target.dtype}")
-    if ignore_index != -100:
-        raise RuntimeError(f"ignore_index is not supported for floating point target: class probabilities have no index to ignore (got ignore_index={ignore_index})")
+    _check_no_ignore(ignore_index)
     x = input if input.dim() > 1 else input[None]
     C = x.shape[1]
     _check_weight(weight, x)
@@ -333,8 +341,7 @@ def cross_entropy(input:Tensor, # logits: (C,), (N, C) or (N, C, d1, ...)
     "Cross entropy between logits and targets with a fused hand-derived backward, as `F.cross_entropy`"
     reduction = _legacy(size_average, reduce, reduction)
     _check_reduction(reduction)
-    if not 0.0 <= label_smoothing <= 1.0:
-        raise RuntimeError(f"label_smoothing must be between 0.0 and 1.0. Got: {label_smoothing}")
+    _check_smoothing(label_smoothing)
     if input.dim() > 0 and target.shape == input.shape:
         return _ce_probs(input, target, weight, ignore_index, reduction, float(label_smoothing))
     x, t, unbatched = _class_targets(input, target)
@@ -464,8 +471,7 @@ def linear_cross_entropy(input:Tensor, # features: (N, in_features) or (in_featu
                         )->Tensor:
     "`cross_entropy(F.linear(input, linear_weight, linear_bias), target, ...)` without ever holding all the logits, as `F.linear_cross_entropy`"
     _check_reduction(reduction)
-    if not 0.0 <= label_smoothing <= 1.0:
-        raise RuntimeError(f"label_smoothing must be between 0.0 and 1.0. Got: {label_smoothing}")
+    _check_smoothing(label_smoothing)
     if linear_weight.dim() != 2:
         raise NotImplementedError(f"linear_weight must be 2-D (num_classes, in_features), got shape {tuple(linear_weight.shape)}")
     V, D = linear_weight.shape
@@ -480,7 +486,7 @@ def linear_cross_entropy(input:Tensor, # features: (N, in_features) or (in_featu
     _check_weight(weight, x.new_empty(0, V))
     ii = -100 if ignore_index is None else ignore_index
     if target.is_floating_point() and target.shape == (*input.shape[:-1], V): # class probabilities
-        if ii != -100: raise RuntimeError(f"ignore_index is not supported for floating point target: class probabilities have no index to ignore (got ignore_index={ii})")
+        _check_no_ignore(ii)
         t, keep, denom = _up(target).reshape(x.shape[0], V).to(_up(x).dtype), None, x.shape[0]
     else: # class indices, checked as cross_entropy checks them against logits of shape (N, V), which we never make
         _, t, _ = _class_targets(torch.empty(*input.shape[:-1], V, device='meta'), target)
