@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_datasets.ipynb #b237e3a0
 from __future__ import annotations
-import gzip, http.client, os, pickle, sys, urllib.request, zlib
+import gzip, http.client, os, pickle, sys, urllib.error, urllib.request, zlib
 from pathlib import Path
 import numpy as np, torch
 from torch import Tensor
@@ -13,8 +13,8 @@ import matplotlib.pyplot as plt
 from .core import interactive, replacing
 
 # %% auto #0
-__all__ = ['MNIST_URL', 'MNIST_SIZES', 'data_dir', 'download', 'SafeUnpickler', 'DataFileError', 'load_mnist', 'get_mnist',
-           'show_image', 'show_images']
+__all__ = ['MNIST_URL', 'MNIST_SIZES', 'data_dir', 'download', 'SafeUnpickler', 'DataFileError', 'load_mnist', 'mnist_file',
+           'get_mnist', 'show_image', 'show_images']
 
 # %% ../nbs/01_datasets.ipynb #f2f668fe
 MNIST_URL = 'https://github.com/mnielsen/neural-networks-and-deep-learning/blob/master/data/mnist.pkl.gz?raw=true'
@@ -32,7 +32,7 @@ def download(url:str, # where to fetch from
              show:bool|None=None # progress bar (default: only when `interactive()`)
             )->Path:
     "Fetch `url` into `dest` through a temporary file, renamed into place only when complete"
-    with replacing(dest) as tmp, open(tmp, 'wb') as f, urllib.request.urlopen(url, timeout=60) as r:
+    with urllib.request.urlopen(url, timeout=60) as r, replacing(dest) as tmp, open(tmp, 'wb') as f: # nothing is created if the URL fails
         size = int(r.headers.get('Content-Length') or 0)
         chunks = iter(lambda: r.read(chunk), b'')
         if show if show is not None else interactive():
@@ -85,13 +85,30 @@ def load_mnist(path:Path # a `mnist.pkl.gz` in the classic layout
     return tuple((torch.from_numpy(x), torch.from_numpy(y)) for x, y in data)
 
 # %% ../nbs/01_datasets.ipynb #233e4266
+def _why(e:Exception)->str:
+    "The network's reason for a failed download, in a few words"
+    if isinstance(e, urllib.error.HTTPError): return f"HTTP {e.code} {e.reason}"
+    r = getattr(e, 'reason', e)
+    return getattr(r, 'strerror', None) or str(r) or type(r).__name__
+
+def mnist_file(path:Path|None=None, # data folder (default: `data_dir()`)
+               url:str|None=None, # where to download from when the file is missing (default: $MINIAI_MNIST_URL, else `MNIST_URL`)
+              )->Path:
+    "The path of `mnist.pkl.gz` in `path`, downloaded from `url` first if it is missing; `FileNotFoundError` saying what to do if that fails"
+    fn = Path(path or data_dir())/'mnist.pkl.gz'
+    if fn.exists(): return fn
+    url = url or os.environ.get('MINIAI_MNIST_URL') or MNIST_URL
+    where = 'the folder asked for' if path else '$MINIAI_DATA' if os.environ.get('MINIAI_DATA') else 'the per-user cache'
+    try: return download(url, fn)
+    except (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError) as e:
+        raise FileNotFoundError(f"{fn.name} is not in {fn.parent} ({where}), and downloading it from {url} failed ({_why(e)}). "
+                                f"Put {fn.name} in {fn.parent}, or set MINIAI_DATA to a folder that holds it.") from None
+
 def get_mnist(path:Path|None=None, # data folder (default: `data_dir()`)
-              url:str=MNIST_URL, # where to download from when the file is missing
+              url:str|None=None, # where to download from when the file is missing (default: $MINIAI_MNIST_URL, else `MNIST_URL`)
              )->tuple:
     "MNIST as ((x_train, y_train), (x_valid, y_valid), (x_test, y_test)): float32 (N, 784) pixels in [0, 1), int64 labels"
-    fn = Path(path or data_dir())/'mnist.pkl.gz'
-    if not fn.exists(): download(url, fn)
-    return load_mnist(fn)
+    return load_mnist(mnist_file(path, url))
 
 # %% ../nbs/01_datasets.ipynb #f7adedb1
 def show_image(im:Tensor, # one image: (784,) or (28, 28)

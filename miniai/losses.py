@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_losses.ipynb #030eb276
 from __future__ import annotations
-import math, warnings
+import functools, math, warnings
 import torch
 from torch import Tensor, nn
 from torch.nn import _reduction as _Reduction
@@ -257,6 +257,13 @@ def _ce_plain(x:Tensor, t:Tensor, weight:Tensor|None, ignore_index:int, reductio
     denom = keep.sum() if weight is None else torch.where(keep, weight[torch.where(keep, t, 0)], 0).sum()
     return _reduce(loss, reduction, denom)
 
+@functools.lru_cache(maxsize=256)
+def _count(n:int, dtype:torch.dtype, device:torch.device)->tuple:
+    "0-d tensors n and 1/n, and columns (n, 1) of -1/n and -1, made once per batch size: a tensor divides faster than a Python number, which is wrapped each call"
+    t = torch.tensor(n, dtype=dtype, device=device)
+    a = torch.ones((), dtype=dtype, device=device) / t # as the general backward computes g / n for g = 1
+    return t, a, (-a).expand(n, 1), torch.full((), -1, dtype=dtype, device=device).expand(n, 1)
+
 # %% ../nbs/03_backward.ipynb #2ffb8453
 class CrossEntropyFn(torch.autograd.Function):
     "Cross entropy over class indices with the fused, hand-derived gradient; `opts` = (keep, weight, ignore_index, reduction, ls)"
@@ -274,7 +281,7 @@ class CrossEntropyFn(torch.autograd.Function):
         if ls: # -sum_c w_c log p_c = log s * sum_c w_c - sum_c w_c (x_c - m)
             loss = (1 - ls) * loss + ls / C * ((C if w is None else w.sum()) * logs - ws)
         if keep is not None: loss = torch.where(keep.unsqueeze(1), loss, 0)
-        ctx.denom = loss.numel() if wy is None else wy.sum()
+        ctx.denom = _count(loss.numel(), xf.dtype, xf.device)[0] if wy is None else wy.sum()
         ctx.e, ctx.s, ctx.tc, ctx.wy, ctx.w, ctx.opts, ctx.dtype = e, s, tc, wy, w, opts, x.dtype
         ctx.save_for_backward(x, t)
         loss = loss.squeeze(1) if reduction == 'none' else loss.sum() if reduction == 'sum' else loss.sum().div_(ctx.denom)
@@ -304,6 +311,53 @@ class CrossEntropyFn(torch.autograd.Function):
         else: grad.scatter_(1, tc, -a.item(), reduce='add')
         return grad if grad.dtype == ctx.dtype else grad.to(ctx.dtype), None, None
 
+# %% ../nbs/03_backward.ipynb #6e2b8d31
+_CPU = torch.device('cpu')
+
+class _OffTarget(Exception):
+    "A target outside [0, C) in the lean route: the general route handles `ignore_index` or raises the clear error"
+
+def _lean_ok(x:Tensor, t:Tensor, weight:Tensor|None, ignore_index:int, ls:float)->bool:
+    "Whether a call can take the lean route: non-empty (N, C) float logits on the CPU in one chunk, (N,) int64 targets, no weights or smoothing, an `ignore_index` no class can equal"
+    return (weight is None and not ls and x.dim() == 2 and t.dim() == 1 and t.dtype == torch.int64 and len(t) == len(x)
+            and x.is_cpu and 0 < x.numel() <= _CHUNK and x.dtype in (torch.float32, torch.float64) and not 0 <= ignore_index < x.shape[1])
+
+class _CrossEntropyLean(torch.autograd.Function):
+    "Cross entropy of (N, C) logits and targets in [0, C) with no options, in the fewest ops; mean and sum compute their gradient in forward"
+    @staticmethod
+    def forward(ctx, x, t, reduction):
+        tc = t.unsqueeze(1)
+        m = x.amax(1, keepdim=True)
+        e = x - m
+        try: d = e.gather(1, tc) # x_y - m; gather raises for any target outside [0, C)
+        except RuntimeError: raise _OffTarget from None
+        s = e.exp_().sum(1, keepdim=True)
+        loss = s.log().sub_(d) # -log p_y = log s - (x_y - m), the general route's (m - x_y) + log s to the bit
+        ctx.save_for_backward(x, t)
+        ctx.reduction, ctx.grad, ctx.es = reduction, None, None
+        if reduction == 'none':
+            if ctx.needs_input_grad[0]: ctx.es = e, s
+            return loss.squeeze(1)
+        N = len(x)
+        n, a, na, neg = _count(N, x.dtype, _CPU)
+        if reduction == 'sum': a, na = _count(1, x.dtype, _CPU)[1], neg # a = 1
+        if ctx.needs_input_grad[0]: ctx.grad = e.mul_(a / s).scatter_add_(1, tc, na) # the gradient for g = 1
+        return loss.sum().div_(n) if reduction == 'mean' else loss.sum()
+
+    @staticmethod
+    def backward(ctx, g):
+        x, t = ctx.saved_tensors
+        if torch.is_grad_enabled(): # create_graph=True: the composed formula, differentiable again
+            with torch.enable_grad(): loss = _ce_plain(x, t, None, -100, ctx.reduction, 0.)
+            return torch.autograd.grad(loss, x, g, create_graph=True)[0], None, None
+        grad, es, ctx.grad, ctx.es = ctx.grad, ctx.es, None, None
+        if grad is not None and g.item() == 1: return grad, None, None
+        e, s = es or _softmax_parts(x, True)[:2] # another g, or a second backward (retain_graph): as the general route
+        tc = t.unsqueeze(1)
+        if ctx.reduction == 'none': a = g.unsqueeze(1)
+        else: a = (g / _count(len(x), x.dtype, _CPU)[0] if ctx.reduction == 'mean' else g).expand(len(x), 1)
+        return e.mul_(a / s).scatter_add_(1, tc, -a), None, None
+
 # %% ../nbs/03_backward.ipynb #8a9a422d
 def _check_smoothing(label_smoothing:float):
     if not 0.0 <= label_smoothing <= 1.0:
@@ -329,6 +383,8 @@ def _ce_probs(input:Tensor, target:Tensor, weight:Tensor|None, ignore_index:int,
     loss = _reduce(-(lp * p).sum(1), reduction, x.numel() / C).to(input.dtype)
     return loss[0] if input.dim() == 1 and reduction == 'none' else loss
 
+_LEAN_REDUCTIONS = ('mean', 'sum', 'none')
+
 def cross_entropy(input:Tensor, # logits: (C,), (N, C) or (N, C, d1, ...)
                   target:Tensor, # class indices (int64), or class probabilities of `input`'s shape
                   weight:Tensor|None=None, # a weight per class, shape (C,)
@@ -339,6 +395,9 @@ def cross_entropy(input:Tensor, # logits: (C,), (N, C) or (N, C, d1, ...)
                   label_smoothing:float=0.0 # in [0, 1]: mix this much of the uniform distribution into the target
                  )->Tensor:
     "Cross entropy between logits and targets with a fused hand-derived backward, as `F.cross_entropy`"
+    if size_average is None and reduce is None and reduction in _LEAN_REDUCTIONS and _lean_ok(input, target, weight, ignore_index, label_smoothing):
+        try: return _CrossEntropyLean.apply(input, target, reduction)
+        except _OffTarget: pass # a target outside [0, C): the general route ignores it or says what is wrong
     reduction = _legacy(size_average, reduce, reduction)
     _check_reduction(reduction)
     _check_smoothing(label_smoothing)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_training.ipynb #e5d2be3d
 from __future__ import annotations
-import math, os, sys, time
+import math, os, sys, tempfile, time
 from pathlib import Path
 import torch
 from torch import Tensor, nn
@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt
 from fastcore.script import anno_parser
 from fastprogress.fastprogress import master_bar, progress_bar
 from .core import interactive, replacing
-from .datasets import get_mnist
+from .datasets import get_mnist, mnist_file
 from .losses import cross_entropy
 
 # %% auto #0
@@ -58,13 +58,22 @@ def _comm(t:Tensor)->Tensor:
     "`t` where the process group can reach it: gloo works on CPU tensors, nccl on this process's GPU"
     return t.cuda() if dist.get_backend() == 'nccl' else t
 
+def _let_go(t:Tensor, # a tensor that a finished collective used
+            timeout:float=10. # seconds to wait at most
+           )->Tensor:
+    "`t`, once gloo's worker thread has let go of it: else that thread may free a tensor Python made, which needs the GIL and aborts the process at exit"
+    if dist.get_backend() == 'gloo':
+        end = time.monotonic() + timeout
+        while t._use_count() > 1 and time.monotonic() < end: time.sleep(1e-4)
+    return t
+
 def all_sum(*xs:float # numbers of this process
            )->list:
     "The sums over all processes of the numbers `xs`, in float64 (with one process: the numbers themselves)"
     if world()[1] == 1: return list(xs)
     t = _comm(torch.tensor(xs, dtype=torch.float64))
     dist.all_reduce(t)
-    return t.tolist()
+    return _let_go(t).tolist()
 
 def from_rank0(t:Tensor # this process's tensor; every process passes one of the same shape and dtype
               )->Tensor:
@@ -72,7 +81,7 @@ def from_rank0(t:Tensor # this process's tensor; every process passes one of the
     if world()[1] == 1: return t
     c = _comm(t.clone())
     dist.broadcast(c, 0)
-    return c.to(t.device)
+    return _let_go(c).to(t.device)
 
 # %% ../nbs/04_training.ipynb #8afde5a8
 class BatchLoader:
@@ -286,6 +295,13 @@ def init_distributed()->torch.device:
     if not dist.is_initialized(): dist.init_process_group('nccl' if dev.type == 'cuda' else 'gloo')
     return dev
 
+def _save_curve(hist:History, out:Path)->Path:
+    "Write the loss curve of `hist` to `out/mnist_loss.png`, atomically"
+    fig = hist.plot()
+    with replacing(out/'mnist_loss.png') as tmp: fig.savefig(tmp, format='png', dpi=100, bbox_inches='tight')
+    plt.close(fig)
+    return out/'mnist_loss.png'
+
 def train_mnist(epochs:int=5, # passes over the 50,000 training images
                 bs:int=50, # batch size of each process (under torchrun, N processes train like one at N*bs)
                 lr:float=0.5, # SGD learning rate
@@ -299,18 +315,19 @@ def train_mnist(epochs:int=5, # passes over the 50,000 training images
     joined = not dist.is_initialized()
     dev = init_distributed()
     joined &= dist.is_initialized()
+    out = Path(out)
     try:
         torch.manual_seed(seed)
         (xt, yt), (xv, yv), _ = get_mnist(data)
         model = nn.Sequential(nn.Linear(784, nh), nn.ReLU(), nn.Linear(nh, 10)).to(dev)
         opt = torch.optim.SGD(model.parameters(), lr=lr)
         dls = get_dls(Dataset(xt.to(dev), yt.to(dev)), Dataset(xv.to(dev), yv.to(dev)), bs)
-        res = fit(epochs, model, cross_entropy, opt, *dls, progress=progress)
+        try: res = fit(epochs, model, cross_entropy, opt, *dls, progress=progress)
+        except NonFiniteLossError as e: # keep the curve of the batches that trained; the process that saw it writes it
+            e.curve = _save_curve(e.history, out)
+            raise
         if world()[0] == 0: # one process writes the files and reports
-            out = Path(out)
-            fig = res.history.plot()
-            with replacing(out/'mnist_loss.png') as tmp: fig.savefig(tmp, format='png', dpi=100, bbox_inches='tight')
-            plt.close(fig)
+            _save_curve(res.history, out)
             save_weights(model, out/'mnist_mlp.pt')
             print(f"validation accuracy: {res[1]:.4f}" + (" (interrupted)" if res.interrupted else ""))
             print(f"saved {out/'mnist_loss.png'} and {out/'mnist_mlp.pt'}")
@@ -318,10 +335,34 @@ def train_mnist(epochs:int=5, # passes over the 50,000 training images
         if joined: dist.destroy_process_group()
     return res
 
+# %% ../nbs/04_training.ipynb #2c0b7e55
+def _writable(out:Path):
+    "Create the folder `out` and a temporary file in it: `OSError` if either cannot be done"
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryFile(dir=out): pass
+
+def _usage_error(args:dict)->str|None:
+    "What is wrong with `miniai-mnist`'s flags, found before any data is loaded or any batch trained; None if nothing"
+    for k in ('epochs', 'bs', 'nh'):
+        if args[k] < 1: return f"argument --{k}: must be at least 1, got {args[k]}"
+    if not (math.isfinite(args['lr']) and args['lr'] > 0): return f"argument --lr: must be a finite number above 0, got {args['lr']}"
+    try: _writable(Path(args['out']))
+    except OSError as e: return f"argument --out: cannot write to {args['out']}: {e.strerror or e}"
+    try: mnist_file(args['data'])
+    except FileNotFoundError as e: return str(e)
+
 def mnist_main(argv:list|None=None # arguments (default: the command line)
-              ):
-    "Entry point of `miniai-mnist`: parse the flags of `train_mnist` and run it"
-    args = vars(anno_parser(train_mnist, 'miniai-mnist').parse_args(argv))
+              )->int: # exit code: 0 done, 1 training failed, 2 bad flags, 130 interrupted
+    "Entry point of `miniai-mnist`: check the flags, then run `train_mnist`; errors in one line, as argparse's"
+    p = anno_parser(train_mnist, 'miniai-mnist')
+    args = vars(p.parse_args(argv))
     for k in ('pdb', 'xtra'): args.pop(k, None)
-    res = train_mnist(**args)
+    lead = int(os.environ.get('RANK', 0)) == 0 # under torchrun every process checks, and only rank 0 says so
+    if msg := _usage_error(args):
+        if lead: p.print_usage(sys.stderr); print(f"miniai-mnist: error: {msg}", file=sys.stderr)
+        return 2
+    try: res = train_mnist(**args)
+    except NonFiniteLossError as e:
+        print(f"miniai-mnist: error: {e} (the loss curve so far is in {e.curve})", file=sys.stderr)
+        return 1
     return 130 if res.interrupted else 0

@@ -11,3 +11,10 @@ def mnist_dir():
         if os.environ.get('CI'): pytest.fail(msg) # in CI a missing dataset is an error, not a reason to skip
         pytest.skip(msg)
     return d
+
+@pytest.fixture(params=['lean', 'general'])
+def ce_route(request, monkeypatch):
+    "Run a cross-entropy test through each route: 'lean' takes the plain calls the lean way, 'general' sends every call the general way"
+    import miniai.losses as L
+    if request.param == 'general': monkeypatch.setattr(L, '_lean_ok', lambda *a: False)
+    return request.param

@@ -7,7 +7,7 @@ from torch.autograd import gradcheck, gradgradcheck
 from hypothesis import given, settings, strategies as st, HealthCheck
 import miniai.losses as L
 
-settings.register_profile('miniai', max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile('miniai', max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 settings.load_profile('miniai')
 
 TOL = {torch.float64: dict(rtol=1e-9, atol=1e-10), torch.float32: dict(rtol=1e-5, atol=1e-5),
@@ -85,6 +85,7 @@ def cast(x, t, w, dtype, probs=False):
     return x.to(dtype), (t.to(dtype) if probs else t), (None if w is None else w.to(dtype))
 
 # ---------- cross entropy and nll ----------
+@pytest.mark.usefixtures('ce_route')
 @given(class_problem(), dtypes, reductions)
 def test_cross_entropy_class_targets(p, dtype, red):
     x, t, w, ii, ls = p
@@ -105,6 +106,7 @@ def test_nll_loss(p, dtype, red):
     lp = F.log_softmax(x, 0 if x.dim() == 1 else 1)
     both(L.nll_loss, F.nll_loss, lp, t, dtype=dtype, weight=w, ignore_index=ii, reduction=red)
 
+@pytest.mark.usefixtures('ce_route')
 @given(class_problem(), st.sampled_from([torch.float16, torch.bfloat16]), reductions, st.booleans())
 def test_low_precision_returns_own_dtype(p, dtype, red, probs):
     x, t, w, ii, ls = p
@@ -113,10 +115,12 @@ def test_low_precision_returns_own_dtype(p, dtype, red, probs):
     kw = dict(weight=w, ignore_index=ii, reduction=red, label_smoothing=ls)
     both(L.cross_entropy, F.cross_entropy, x, t, dtype=dtype, **kw)
 
+@pytest.mark.usefixtures('ce_route')
 def test_uint8_targets():
     x, t = torch.randn(5, 4), torch.tensor([0, 3, 1, 2, 2], dtype=torch.uint8)
     both(L.cross_entropy, F.cross_entropy, x, t, dtype=torch.float32)
 
+@pytest.mark.usefixtures('ce_route')
 def test_mnist_sized_batch(mnist_dir):
     from miniai.datasets import get_mnist
     (x, y), _, _ = get_mnist(mnist_dir)
@@ -171,6 +175,7 @@ def test_bce_with_logits(xd, dtype, red, use_w, use_pw):
 # ---------- gradcheck in float64 ----------
 def _x(*shape): return torch.randn(*shape, dtype=torch.float64, requires_grad=True)
 
+@pytest.mark.usefixtures('ce_route')
 @pytest.mark.parametrize('red', ['none', 'mean', 'sum'])
 @pytest.mark.parametrize('ls', [0.0, 0.3])
 @pytest.mark.parametrize('use_w', [False, True])
@@ -197,6 +202,7 @@ def test_gradcheck_the_rest():
     y, pw = torch.rand(5, 4, dtype=torch.float64), torch.rand(4, dtype=torch.float64) * 3
     assert gradcheck(lambda x: L.binary_cross_entropy_with_logits(x, y, w, pos_weight=pw), (x,))
 
+@pytest.mark.usefixtures('ce_route')
 def test_backward_twice_with_retain_graph():
     x, t = torch.randn(4, 3, requires_grad=True), torch.tensor([0, 1, 2, 1])
     loss = L.cross_entropy(x, t)
@@ -205,6 +211,7 @@ def test_backward_twice_with_retain_graph():
     close(g1, g2, torch.float32)
     close(g1, torch.autograd.grad(F.cross_entropy(x, t), x)[0], torch.float32)
 
+@pytest.mark.usefixtures('ce_route')
 @pytest.mark.parametrize('shape', [(64, 10), (40_000, 10), (300, 1000), (50, 30, 400)])   # one chunk, and several
 def test_no_grad_forward(shape):
     x, t = torch.randn(shape), torch.randint(0, shape[1], (shape[0], *shape[2:]))
@@ -224,6 +231,7 @@ inf = math.inf
     ([[3e38, -3e38, 0], [3e38, 3e38, 3e38]], [0, 1]),  # near float32's max
     ([[3e38, -3e38, 0]], [1]),                       # a true loss above float32's max
 ])
+@pytest.mark.usefixtures('ce_route')
 @pytest.mark.parametrize('red', ['none', 'mean', 'sum'])
 @pytest.mark.parametrize('ls', [0.0, 0.1])
 def test_extreme_logits(x, t, red, ls):
@@ -236,6 +244,7 @@ def test_extreme_logits(x, t, red, ls):
     for f, ref in ((L.log_softmax, F.log_softmax), (L.softmax, F.softmax)): close(f(x, 1), ref(x, 1), torch.float32)
     close(L.logsumexp(x, 1), torch.logsumexp(x, 1), torch.float32)
 
+@pytest.mark.usefixtures('ce_route')
 @pytest.mark.parametrize('kw', [{}, dict(label_smoothing=0.1), dict(weight=torch.rand(10)), dict(weight=torch.rand(10), label_smoothing=0.2)])
 def test_empty_and_all_ignored(kw):
     empty, et = torch.randn(0, 10, requires_grad=True), torch.zeros(0, dtype=torch.long)
@@ -248,6 +257,7 @@ def test_empty_and_all_ignored(kw):
         assert L.nll_loss(x, t, **lw).isnan() and L.nll_loss(x, t, reduction='sum', **lw).item() == 0
     both(L.cross_entropy, F.cross_entropy, ign, it, dtype=torch.float32, reduction='sum', **kw)
 
+@pytest.mark.usefixtures('ce_route')
 def test_ignore_index_inside_class_range():
     x, t = torch.randn(6, 4), torch.tensor([0, 1, 2, 3, 2, 2])
     both(L.cross_entropy, F.cross_entropy, x, t, dtype=torch.float32, ignore_index=2, weight=torch.rand(4), label_smoothing=0.3)
@@ -257,6 +267,7 @@ def test_weight_mean_divides_by_summed_weights():
     per = L.cross_entropy(x, t, w, reduction='none')
     close(L.cross_entropy(x, t, w), per.sum() / (1 + 1 + 2 + 3), torch.float32)
 
+@pytest.mark.usefixtures('ce_route')
 def test_worked_examples():
     assert round(L.nll_loss(torch.tensor([[0.7, 0.2, 0.1]]).log(), torch.tensor([0])).item(), 3) == 0.357
     assert round(L.nll_loss(torch.tensor([[0.1, 0.3, 0.6]]).log(), torch.tensor([0])).item(), 3) == 2.303
@@ -295,12 +306,14 @@ TORCH = {'cross_entropy': F.cross_entropy, 'nll_loss': F.nll_loss, 'binary_cross
 class _TorchNS:
     def __getattr__(self, k): return TORCH[k]
 
+@pytest.mark.usefixtures('ce_route')
 @pytest.mark.parametrize('name', list(BAD))
 def test_errors_match_torch(name):
     call, msg = BAD[name]
     with pytest.raises(Exception) as theirs: call(_TorchNS())
     with pytest.raises(theirs.type, match=msg): call(L)
 
+@pytest.mark.usefixtures('ce_route')
 def test_errors_torch_lets_through():
     "Where PyTorch returns a silent number for nonsense, we raise"
     F.cross_entropy(x3, y3, label_smoothing=-0.1)   # PyTorch accepts this
@@ -332,6 +345,7 @@ def test_bce_module_and_legacy_args():
             assert L.CrossEntropyLoss(**kw).reduction == nn.CrossEntropyLoss(**kw).reduction == red
 
 # ---------- built from primitives ----------
+@pytest.mark.usefixtures('ce_route')
 def test_does_not_call_what_it_reimplements(monkeypatch):
     x, t = torch.randn(5, 4, requires_grad=True), torch.tensor([0, 1, 2, 3, -100])
     expected = [F.cross_entropy(x, t, label_smoothing=0.1), F.nll_loss(x, t), F.softmax(x, 1), F.log_softmax(x, 1),
@@ -416,6 +430,7 @@ def test_softmax_family_empty(shape, dim, dtype):
     both(L.softmax, F.softmax, x, dim, dtype=dtype)
     both(L.log_softmax, F.log_softmax, x, dim, dtype=dtype)
 
+@pytest.mark.usefixtures('ce_route')
 @pytest.mark.parametrize('red', ['none', 'mean', 'sum'])
 @pytest.mark.parametrize('x_shape,t_shape', [((0, 4), (0,)), ((0, 4, 3), (0, 3)), ((2, 4, 0), (2, 0)), ((0, 4, 0), (0, 0))])
 def test_zero_size_class_losses(red, x_shape, t_shape):
@@ -426,8 +441,63 @@ def test_zero_size_class_losses(red, x_shape, t_shape):
     both(L.cross_entropy, F.cross_entropy, x, torch.rand(x_shape), dtype=torch.float32, reduction=red)
     both(L.nll_loss, F.nll_loss, x, t, dtype=torch.float32, reduction=red, weight=w)
 
+@pytest.mark.usefixtures('ce_route')
 def test_zero_classes_is_an_error():
     x, t = torch.zeros(2, 0), torch.zeros(2, dtype=torch.long)
     for f in (L.cross_entropy, L.nll_loss):
         with pytest.raises(IndexError, match='Target 0 is out of bounds for 0 classes'): f(x, t)
     with pytest.raises(IndexError): F.cross_entropy(x, t)
+
+# ---------- the lean route for plain calls, and the general route ----------
+def _general(x, t, red):
+    "The general route, forced: CrossEntropyFn with no weights, no smoothing, nothing ignored"
+    return L.CrossEntropyFn.apply(x, t, (None, None, -100, red, 0.))
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
+@pytest.mark.parametrize('red', ['none', 'mean', 'sum'])
+@pytest.mark.parametrize('N,C', [(1, 2), (7, 3), (50, 10), (256, 10), (1000, 10), (64, 1000)])
+def test_lean_and_general_routes_agree_bit_for_bit(N, C, red, dtype):
+    "Values and gradients, for g = 1 (computed in forward), another g, and a second backward with retain_graph"
+    g = torch.Generator().manual_seed(N * C)
+    x0, t = torch.randn(N, C, generator=g, dtype=dtype) * 4, torch.randint(0, C, (N,), generator=g)
+    w = torch.randn(N if red == 'none' else (), generator=g, dtype=dtype)
+    outs = []
+    for f in (lambda x: L._CrossEntropyLean.apply(x, t, red), lambda x: _general(x, t, red)):
+        x = x0.clone().requires_grad_()
+        loss = f(x)
+        one = torch.ones_like(loss)
+        g1 = torch.autograd.grad(loss, x, one, retain_graph=True)[0]
+        gw = torch.autograd.grad(loss, x, w, retain_graph=True)[0]
+        g1b = torch.autograd.grad(loss, x, one)[0]
+        outs.append((loss.detach(), g1, gw, g1b))
+    for a, b in zip(*outs): assert torch.equal(a, b)
+    torch.testing.assert_close(outs[0][0], F.cross_entropy(x0, t, reduction=red), **TOL[dtype])
+
+def test_plain_calls_take_the_lean_route(monkeypatch):
+    "The common call goes the lean way; weights, smoothing, an ignored target, half precision and big batches go the general way"
+    calls = []
+    for name, cls in (('lean', L._CrossEntropyLean), ('general', L.CrossEntropyFn)):
+        monkeypatch.setattr(cls, 'forward', (lambda f, n: staticmethod(lambda *a: calls.append(n) or f(*a)))(cls.forward, name))
+    x, t = torch.randn(50, 10, requires_grad=True), torch.randint(0, 10, (50,))
+    t_ign = t.clone(); t_ign[3] = -100
+    cases = [((x, t), {}, ['lean']), ((x, t), dict(reduction='sum'), ['lean']), ((x[0], t[0]), {}, ['general']),
+             ((x, t_ign), {}, ['lean', 'general']), ((x, t), dict(weight=torch.rand(10)), ['general']),
+             ((x, t), dict(label_smoothing=0.1), ['general']), ((x, t), dict(ignore_index=3), ['general']),
+             ((x.bfloat16(), t), {}, ['general']), ((torch.randn(30_000, 10), torch.randint(0, 10, (30_000,))), {}, ['general'])]
+    for args, kw, route in cases:
+        calls.clear(); L.cross_entropy(*args, **kw)
+        assert calls == route, (kw, calls)
+
+@pytest.mark.parametrize('bad', [10, -1, -101, 2**40])
+def test_lean_route_bad_targets_still_raise(bad):
+    "gather's own bounds check sends a bad target to the general route, which raises the clear IndexError"
+    x, t = torch.randn(50, 10, requires_grad=True), torch.randint(0, 10, (50,))
+    t[17] = bad
+    with pytest.raises(IndexError, match=f'Target {bad} is out of bounds for 10 classes'): L.cross_entropy(x, t)
+    assert x.grad is None
+
+@pytest.mark.parametrize('red', ['none', 'mean', 'sum'])
+def test_gradcheck_lean_route(red):
+    x, t = _x(6, 5), torch.tensor([0, 4, 1, 2, 2, 3])
+    f = lambda x: L._CrossEntropyLean.apply(x, t, red)
+    assert gradcheck(f, (x,)) and gradgradcheck(f, (x,))

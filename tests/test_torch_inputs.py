@@ -90,6 +90,7 @@ def _sample(op, dtype, i):
     if key not in _op_samples: _op_samples[key] = list(op.reference_inputs('cpu', dtype, requires_grad=True))
     return _op_samples[key][i]
 
+@pytest.mark.usefixtures('ce_route')
 @pytest.mark.parametrize('op,dtype,i', list(_op_cases()))
 def test_op_db_sample(op, dtype, i):
     s = _sample(op, dtype, i)
@@ -104,6 +105,7 @@ def _module_cases():
             for i, _ in enumerate(m.module_inputs_func(m, device='cpu', dtype=dtype, requires_grad=True, training=True)):
                 yield pytest.param(m, dtype, i, id=f'{name}-{str(dtype)[6:]}-{i}')
 
+@pytest.mark.usefixtures('ce_route')
 @pytest.mark.parametrize('m,dtype,i', list(_module_cases()))
 def test_module_db_input(m, dtype, i):
     mi = list(m.module_inputs_func(m, device='cpu', dtype=dtype, requires_grad=True, training=True))[i]
@@ -132,6 +134,7 @@ def _error_cases():
 def test_error_inputs_exist():
     assert len(list(_error_cases())) >= 8, 'module_db lost its error inputs for the loss modules'
 
+@pytest.mark.usefixtures('ce_route')
 @pytest.mark.parametrize('m,i', list(_error_cases()))
 def test_module_db_error(m, i):
     e = list(m.module_error_inputs_func(m, device='cpu', dtype=torch.float32, requires_grad=False, training=True))[i]

@@ -1,0 +1,50 @@
+"""Run the 2-process `fit` of tests/ddp_worker.py many times, with busy processes beside it, and count the runs that do
+not exit 0. A clean exit must hold every time: one crash in twenty runs is a red CI every few landings.
+
+    python tools/stress_ddp.py --runs 40 --busy 2 --modes head metrics
+
+Each failing run's log is kept in --logs; the last line is `N passed, N failed`. Exit code 1 if any run failed."""
+import argparse, os, subprocess, sys, tempfile, time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+WORKER = HERE.parent/'tests'/'ddp_worker.py'
+
+def busy(n:int)->list:
+    "`n` processes that spin on a core each, as a busy shared machine would"
+    return [subprocess.Popen([sys.executable, '-c', 'while True: pass']) for _ in range(n)]
+
+def one_run(mode:str, timeout:float)->tuple:
+    "One torchrun of the worker: (exit code, log); a hang counts as a failure"
+    with tempfile.TemporaryDirectory() as out:
+        cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2', str(WORKER), mode, out]
+        env = {**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONFAULTHANDLER': '1'}
+        try: p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+        except subprocess.TimeoutExpired as e: return 'timeout', f"hung for {timeout} s\n{e.stdout or ''}{e.stderr or ''}"
+        return p.returncode, p.stdout + p.stderr
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument('--runs', type=int, default=40, help='runs of each mode')
+    ap.add_argument('--busy', type=int, default=2, help='busy processes beside the runs')
+    ap.add_argument('--modes', nargs='+', default=['head', 'metrics'], help="worker modes: 'head' has two DDP wrappers")
+    ap.add_argument('--timeout', type=float, default=180, help='seconds before a run counts as hung')
+    ap.add_argument('--logs', default=None, help='folder for the logs of failing runs (default: a temporary folder)')
+    a = ap.parse_args()
+    logs = Path(a.logs or tempfile.mkdtemp(prefix='stress_ddp_')); logs.mkdir(parents=True, exist_ok=True)
+    spin, ok, bad, t0 = busy(a.busy), 0, 0, time.perf_counter()
+    try:
+        for i in range(a.runs):
+            for mode in a.modes:
+                code, log = one_run(mode, a.timeout)
+                if code == 0: ok += 1; continue
+                bad += 1
+                (logs/f'{mode}-{i}.log').write_text(log)
+                print(f"run {i} {mode}: exit {code}; log in {logs/f'{mode}-{i}.log'}", flush=True)
+    finally:
+        for p in spin: p.kill()
+    print(f"{a.runs} x {a.modes} beside {a.busy} busy processes in {time.perf_counter() - t0:.0f} s")
+    print(f"stress: {ok} passed, {bad} failed")
+    sys.exit(1 if bad else 0)
+
+if __name__ == '__main__': main()
