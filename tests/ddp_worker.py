@@ -3,14 +3,16 @@
     python -m torch.distributed.run --standalone --nproc_per_node 2 tests/ddp_worker.py MODE OUT
 
 MODE: `shards` writes each process's samples per epoch; `metrics` trains with `fit` and writes each process's history;
-`head` trains with a `LinearCrossEntropyLoss` head; `fail` trains on data with a nan on rank 1's share."""
+`head` trains with a `LinearCrossEntropyLoss` head; `fail` trains on data with a nan on rank 1's share;
+`ckpt ROUTE [EPOCH BATCH]` trains with a checkpoint every 5 batches (ROUTE: `fast` or `torch` loaders), crashing after
+that batch if given, and writes the weights and the history."""
 import json, sys
 from pathlib import Path
 import torch, torch.distributed as dist
 from torch import nn
 from torch.utils.data import TensorDataset
 from miniai.losses import LinearCrossEntropyLoss, cross_entropy
-from miniai.training import BatchLoader, Dataset, accuracy, fit, get_dls, init_distributed, world
+from miniai.training import BatchLoader, Callback, Checkpoint, Dataset, Schedule, accuracy, fit, get_dls, init_distributed, world
 
 def shards(out):
     "The samples each process sees: in-memory loader and PyTorch's DataLoader route, training and validation"
@@ -51,6 +53,25 @@ def train(out, bs, bad=None, head=False):
         history=res.history.epochs, full_valid=[cross_entropy(pred, yv).item(), accuracy(pred, yv).item()],
         weights=[p.detach().flatten().tolist() for p in params])))
 
+class Crash(Callback):
+    def __init__(self, at): self.at = at
+    def after_batch(self, run):
+        if (run.epoch, run.iter) == self.at: raise SystemExit(f"crashed after batch {run.iter} of epoch {run.epoch}")
+
+def ckpt(out, route, at=None):
+    "A 2-process run that draws random numbers in the loader and the model, with momentum, a schedule and a checkpoint"
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(20, 16), nn.ReLU(), nn.Dropout(0.3), nn.Linear(16, 4))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    (xt, yt), (xv, yv) = data(600, 1), data(101, 2)
+    if route == 'fast': dls = get_dls(Dataset(xt, yt), Dataset(xv, yv), 10)
+    else: dls = get_dls(TensorDataset(xt, yt), TensorDataset(xv, yv), 10, num_workers=0)
+    sched = Schedule(torch.optim.lr_scheduler.OneCycleLR(opt, 0.2, total_steps=3 * len(dls[0])))
+    res = fit(3, model, cross_entropy, opt, *dls, progress=False, cbs=[Checkpoint(Path(out)/'ck.pt', every=5), sched, Crash(at)])
+    (Path(out)/f'ckpt{world()[0]}.json').write_text(json.dumps(dict(
+        history=[{k: v for k, v in e.items() if k != 'seconds'} for e in res.history.epochs], batch_losses=res.history.batch_losses,
+        lrs=sched.lrs, weights=[p.detach().flatten().tolist() for p in model.parameters()])))
+
 if __name__ == '__main__':
     mode, out = sys.argv[1], sys.argv[2]
     init_distributed()
@@ -61,4 +82,5 @@ if __name__ == '__main__':
     elif mode == 'fail': # a nan in the sample at position 7 = 1 + 3*2 of the first epoch's order: rank 1's fourth
         torch.manual_seed(0); nn.Sequential(nn.Linear(20, 16), nn.ReLU(), nn.Linear(16, 4)) # the draws `train` makes first
         train(out, 10, bad=int(torch.randperm(600)[7]))
+    elif mode == 'ckpt': ckpt(out, sys.argv[3], tuple(map(int, sys.argv[4:6])) if len(sys.argv) > 4 else None)
     if dist.is_initialized(): dist.destroy_process_group()

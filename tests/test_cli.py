@@ -24,13 +24,18 @@ USAGE = { # the flags, and what the one error line must say
     'out in /proc': (['--epochs', '1', '--out', '/proc/nope'], 'argument --out: cannot write to /proc/nope'),
     'out is a file': (['--epochs', '1', '--out', '{file}'], 'argument --out: cannot write to {file}'),
     'epochs abc': (['--epochs', 'abc'], "argument --epochs: invalid int value: 'abc'"),
+    'every without checkpoint': (['--every', '10'], 'argument --every: needs --checkpoint and a count of at least 1, got 10 without --checkpoint'),
+    'every 0': (['--every', '0', '--checkpoint', '{dir}/ck.pt'], 'argument --every: needs --checkpoint and a count of at least 1, got 0'),
+    'sched unknown': (['--sched', 'cosine'], "argument --sched: expected 'onecycle', got 'cosine'"),
+    'checkpoint in /proc': (['--checkpoint', '/proc/nope/ck.pt'], 'argument --checkpoint: cannot write to /proc/nope/ck.pt'),
+    'progress maybe': (['--progress', 'maybe'], "argument --progress: invalid bool_arg value: 'maybe'"),
 }
 
 @pytest.mark.parametrize('case', list(USAGE))
 def test_usage_errors_fail_early_in_one_line(tmp_path, case, mnist_dir):
     flags, msg = USAGE[case]
     (tmp_path/'a_file').write_text('not a folder')
-    flags = [f.replace('{file}', str(tmp_path/'a_file')) for f in flags]
+    flags = [f.replace('{file}', str(tmp_path/'a_file')).replace('{dir}', str(tmp_path)) for f in flags]
     if '--out' not in flags: flags += ['--out', str(tmp_path/'out')]
     code, out, err, secs = run(['miniai-mnist', *flags])
     assert code == 2, err
@@ -63,6 +68,22 @@ def test_nan_during_training_keeps_the_curve(tmp_path, mnist_dir):
     [line] = error_lines(err)
     assert 'the training loss became nan at epoch 0' in line and 'lower the learning rate' in line and 'mnist_loss.png' in line
     assert (tmp_path/'mnist_loss.png').stat().st_size > 0 and not (tmp_path/'mnist_mlp.pt').exists()
+
+def test_nan_keeps_the_last_checkpoint(tmp_path, mnist_dir):
+    "A run that blows up after its first checkpoints: the error names the last one, which is still there"
+    code, out, err, _ = run(['miniai-mnist', '--epochs', '2', '--lr', '1e30', '--out', str(tmp_path/'bad'), '--checkpoint', str(tmp_path/'bad'/'ck.pt'), '--every', '1'], timeout=300)
+    assert code == 1 and 'Traceback' not in out + err, err
+    [line] = error_lines(err)
+    assert f"the last checkpoint is {tmp_path/'bad'/'ck.pt'}" in line and (tmp_path/'bad'/'ck.pt').exists()
+
+def test_checkpoint_of_another_run_is_one_clear_error(tmp_path, mnist_dir):
+    "Resuming with another hidden size: exit 1, one line naming the difference, nothing trained"
+    code, _, err, _ = run(['miniai-mnist', '--epochs', '1', '--out', str(tmp_path), '--checkpoint', str(tmp_path/'ck.pt')], timeout=300)
+    assert code == 0, err
+    code, out, err, _ = run(['miniai-mnist', '--epochs', '1', '--nh', '20', '--out', str(tmp_path), '--checkpoint', str(tmp_path/'ck.pt')], timeout=300)
+    assert code == 1 and 'Traceback' not in out + err and 'epoch 0' not in out, err
+    [line] = error_lines(err)
+    assert 'does not fit this run: its model has other shapes: 0.weight (50, 784), here (20, 784)' in line
 
 @pytest.mark.parametrize('bad', [['--epochs', '0'], ['--bs', '0'], ['--lr', '-1'], ['--out', '/proc/nope']])
 def test_usage_errors_under_torchrun(tmp_path, bad, mnist_dir):

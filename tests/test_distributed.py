@@ -1,5 +1,5 @@
 """`fit`, `get_dls` and `miniai-mnist` across real processes: torchrun with 2 CPU processes on gloo."""
-import json, os, subprocess, sys, time
+import json, os, signal, subprocess, sys, time
 from pathlib import Path
 import pytest, torch
 
@@ -13,8 +13,8 @@ def run(cmd, timeout=120, **kw):
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, **kw)
     return p.returncode, p.stdout + p.stderr, time.perf_counter() - t0
 
-def worker(mode, out, procs=2):
-    code, log, _ = run((TORCHRUN if procs == 2 else [sys.executable]) + [str(HERE/'ddp_worker.py'), mode, str(out)])
+def worker(mode, out, procs=2, extra=()):
+    code, log, _ = run((TORCHRUN if procs == 2 else [sys.executable]) + [str(HERE/'ddp_worker.py'), mode, str(out), *extra])
     assert code == 0, log
     return log
 
@@ -75,3 +75,50 @@ def test_miniai_mnist_two_processes_train_like_one(tmp_path, mnist_dir):
     assert a.keys() == b.keys()
     for k in a: torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-4)
     assert sorted(p.name for p in (tmp_path/'two').iterdir()) == ['mnist_loss.png', 'mnist_mlp.pt'], 'only rank 0 writes, nothing half-written'
+
+# ---------- checkpoints across processes ----------
+@pytest.mark.parametrize('route', ['fast', 'torch'])
+@pytest.mark.parametrize('at', [(0, 4), (1, 17), (2, 29)])
+def test_two_processes_resume_bit_for_bit(tmp_path, route, at):
+    "Both processes crash after a batch; the same command resumes from the checkpoint to the uninterrupted run's weights"
+    ref, run_ = tmp_path/'ref', tmp_path/'run'; ref.mkdir(); run_.mkdir()
+    worker('ckpt', ref, extra=[route])
+    code, log, _ = run(TORCHRUN + [str(HERE/'ddp_worker.py'), 'ckpt', str(run_), route, *map(str, at)])
+    assert code != 0 and 'crashed after batch' in log, log[-3000:]
+    assert not (run_/'ckpt0.json').exists()
+    worker('ckpt', run_, extra=[route])
+    for r in (0, 1):
+        a, b = (json.loads((d/f'ckpt{r}.json').read_text()) for d in (ref, run_))
+        assert a == b, f'rank {r}: history, batch losses, rates or weights differ'
+
+def workers(pid):
+    "The processes that `pid` started, by their RANK"
+    found = {}
+    for p in Path('/proc').iterdir():
+        try:
+            if p.name.isdigit() and f'PPid:\t{pid}\n' in (p/'status').read_text():
+                env = dict(kv.split('=', 1) for kv in (p/'environ').read_text().split('\0') if '=' in kv)
+                if 'RANK' in env: found[int(env['RANK'])] = int(p.name)
+        except OSError: pass
+    return found
+
+def test_torchrun_restarts_a_killed_worker_and_resumes(tmp_path, mnist_dir):
+    "SIGKILL rank 1 mid-epoch: torchrun --max-restarts restarts the group, which resumes and ends with the uninterrupted weights"
+    cmd = ['--no-python', 'miniai-mnist', '--epochs', '2', '--bs', '25', '--seed', '0', '--sched', 'onecycle']
+    c, log, _ = run(TORCHRUN + cmd + ['--out', str(tmp_path/'ref')], timeout=300)
+    assert c == 0, log[-3000:]
+    for k, delay in enumerate((0.0, 0.3)):
+        out, ck = tmp_path/f'run{k}', tmp_path/f'run{k}'/'ck.pt'
+        p = subprocess.Popen(TORCHRUN[:3] + ['--max-restarts', '1'] + TORCHRUN[3:] + cmd + ['--out', str(out), '--checkpoint', str(ck), '--every', '150'],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, 'OMP_NUM_THREADS': '1'})
+        t0 = time.time()
+        while not ck.exists():
+            assert p.poll() is None and time.time() - t0 < 120, p.communicate()[1][-3000:]
+            time.sleep(0.01)
+        time.sleep(delay)
+        os.kill(workers(p.pid)[1], signal.SIGKILL)
+        try: so, se = p.communicate(timeout=300)
+        except subprocess.TimeoutExpired: p.kill(); raise AssertionError('the restarted group hung')
+        assert p.returncode == 0 and 'exitcode: -9' in se, se[-3000:]
+        a, b = (torch.load(d/'mnist_mlp.pt', weights_only=True) for d in (tmp_path/'ref', out))
+        assert all(torch.equal(a[n], b[n]) for n in a), f'run {k}: weights differ from the uninterrupted run'

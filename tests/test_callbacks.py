@@ -1,0 +1,276 @@
+"""`fit`'s callbacks: events, cancelling, schedules, clipping, early stopping, mixed precision, lr_find, and checkpoints that
+resume a run killed at any batch with the same weights, bit for bit."""
+import copy, os, random, signal, subprocess, sys, time, types
+from pathlib import Path
+import pytest, torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+from miniai.losses import cross_entropy
+from miniai.training import (EVENTS, BatchLoader, Callback, CancelBatchException, CancelEpochException, CancelFitException,
+                             Checkpoint, CheckpointError, Dataset, EarlyStopping, GradClip, MixedPrecision, Schedule, evaluate,
+                             fit, get_dls, lr_find)
+
+def data(n=600, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 20, generator=g)
+    return x, (x[:, :4].argmax(1) + (x[:, 4] > 1)) % 4
+
+def mlp(dropout=0.):
+    return nn.Sequential(nn.Linear(20, 16), nn.ReLU(), nn.Dropout(dropout), nn.Linear(16, 4))
+
+def weights(m): return [p.detach().clone() for p in m.state_dict().values()]
+def same(a, b): return len(a) == len(b) and all(torch.equal(x, y) for x, y in zip(a, b))
+def no_time(h): return [{k: v for k, v in e.items() if k != 'seconds'} for e in h.epochs]
+
+# ---------- fit without callbacks is today's loop ----------
+def test_fit_without_callbacks_is_the_plain_loop(capsys):
+    "The loop before callbacks, written out: the same weights bit for bit, with cbs=None, [] or a callback that does nothing"
+    (x, y), (xv, yv) = data(), data(101, 2)
+    def plain(epochs, bs=20):
+        torch.manual_seed(0); model = mlp(); opt = torch.optim.SGD(model.parameters(), lr=0.3, momentum=0.5)
+        for epoch in range(epochs):
+            model.train()
+            idx = torch.randperm(len(x))
+            for i in range(0, len(x), bs):
+                b = idx[i:i+bs]
+                loss = cross_entropy(model(x[b]), y[b]); loss.item(); loss.backward(); opt.step(); opt.zero_grad()
+            evaluate(model, cross_entropy, BatchLoader(Dataset(xv, yv), 40))
+        return weights(model)
+    def with_fit(cbs):
+        torch.manual_seed(0); model = mlp(); opt = torch.optim.SGD(model.parameters(), lr=0.3, momentum=0.5)
+        fit(3, model, cross_entropy, opt, *get_dls(Dataset(x, y), Dataset(xv, yv), 20), progress=False, cbs=cbs)
+        return weights(model)
+    ref = plain(3)
+    for cbs in (None, [], [Callback()]): assert same(with_fit(cbs), ref)
+
+# ---------- events and cancelling ----------
+class Record(Callback):
+    def __init__(self): self.seen = []
+    def __getattr__(self, e):
+        if e not in EVENTS: raise AttributeError(e)
+        return lambda run: self.seen.append(e)
+
+def tiny_fit(cbs, epochs=2, n=60, bs=20):
+    torch.manual_seed(0); model = mlp(); opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    (x, y), (xv, yv) = data(n), data(50, 2)
+    return model, fit(epochs, model, cross_entropy, opt, BatchLoader(Dataset(x, y), bs), BatchLoader(Dataset(xv, yv), 50), progress=False, cbs=cbs)
+
+def test_events_in_order():
+    r = Record(); tiny_fit([r], epochs=1)
+    batch = ['before_batch', 'after_loss', 'after_backward', 'after_step', 'after_batch']
+    assert r.seen == ['before_fit', 'before_epoch', *batch * 3, 'before_validate', 'after_validate', 'after_epoch', 'after_fit']
+
+def test_order_decides_who_runs_first():
+    seen = []
+    class A(Callback):
+        order = 5
+        def before_fit(self, run): seen.append('A')
+    class B(Callback):
+        order = -1
+        def before_fit(self, run): seen.append('B')
+    tiny_fit([A(), B()], epochs=1)
+    assert seen == ['B', 'A']
+
+class CancelAt(Callback):
+    def __init__(self, exc, event, epoch, it): self.exc, self.event, self.at = exc, event, (epoch, it)
+    def __getattr__(self, e):
+        if e not in EVENTS: raise AttributeError(e)
+        def f(run):
+            if e == self.event and (run.epoch, run.iter) == self.at: raise self.exc()
+        return f
+
+def test_cancel_batch_skips_its_step():
+    model, res = tiny_fit([CancelAt(CancelBatchException, 'after_loss', 0, 1)])
+    assert len(res.history.batch_losses) == 5 and len(res.history) == 2
+    ref_model, _ = tiny_fit([])
+    assert not same(weights(model), weights(ref_model))
+
+def test_cancel_epoch_still_validates():
+    r = Record()
+    _, res = tiny_fit([CancelAt(CancelEpochException, 'before_batch', 0, 1), r])
+    assert len(res.history.batch_losses) == 4 and len(res.history) == 2 # epoch 0 trained one batch, epoch 1 all three
+    assert r.seen.count('after_validate') == 2
+
+def test_cancel_fit_returns_what_finished():
+    _, res = tiny_fit([CancelAt(CancelFitException, 'after_batch', 1, 0)], epochs=3)
+    assert len(res.history) == 1 and not res.interrupted
+
+# ---------- the callbacks ----------
+def test_schedule_steps_once_per_optimizer_step():
+    torch.manual_seed(0); model = mlp(); opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    (x, y), (xv, yv) = data(), data(50, 2)
+    dls = get_dls(Dataset(x, y), Dataset(xv, yv), 20)
+    sched = Schedule(torch.optim.lr_scheduler.OneCycleLR(opt, 0.2, total_steps=2 * len(dls[0])))
+    fit(2, model, cross_entropy, opt, *dls, progress=False, cbs=[sched])
+    opt2 = torch.optim.SGD(mlp().parameters(), lr=0.1, momentum=0.9)
+    s2, lrs, moms = torch.optim.lr_scheduler.OneCycleLR(opt2, 0.2, total_steps=60), [], []
+    for _ in range(60): lrs.append(opt2.param_groups[0]['lr']); moms.append(opt2.param_groups[0]['momentum']); opt2.step(); s2.step()
+    assert sched.lrs == lrs and sched.moms == moms
+    assert sched.lrs[0] == pytest.approx(0.2 / 25) and max(sched.lrs) == pytest.approx(0.2)
+
+def test_grad_clip_bounds_the_step():
+    after = []
+    class Norm(Callback):
+        order = 1
+        def after_backward(self, run): after.append(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in run.model.parameters()])).item())
+    clip = GradClip(0.05)
+    tiny_fit([clip, Norm()])
+    assert max(clip.norms) > 0.05 and max(after) <= 0.05 * (1 + 1e-5)
+    assert all(a == pytest.approx(min(b, 0.05), rel=1e-5) for a, b in zip(after, clip.norms))
+
+def test_early_stopping_patience_and_state():
+    es = EarlyStopping('valid_loss', patience=1)
+    run = types.SimpleNamespace(history=types.SimpleNamespace(epochs=[]))
+    stops = []
+    for v in [1.0, 0.9, 0.95, 0.89, 0.92, 0.93, 0.5]:
+        run.history.epochs.append(dict(valid_loss=v))
+        es.after_validate(run)
+        try: es.after_epoch(run); stops.append(False)
+        except CancelFitException: stops.append(True); break
+    assert stops == [False, False, False, False, False, True] and es.best == 0.89
+    es2 = EarlyStopping('valid_loss', patience=1); es2.load_state_dict(es.state_dict())
+    with pytest.raises(CancelFitException): es2.before_fit(run) # a resumed run that had stopped stays stopped
+    acc = EarlyStopping('valid_acc', patience=0)
+    assert acc.mode == 'max'
+    for e, v in enumerate([0.5, 0.6, 0.6]):
+        run.history.epochs.append(dict(valid_acc=v)); acc.after_validate(run)
+    assert acc.stopped
+    with pytest.raises(ValueError, match='patience must be at least 0'): EarlyStopping(patience=-1)
+
+def test_mixed_precision_bfloat16_on_cpu():
+    seen = []
+    class D(Callback):
+        def after_loss(self, run): seen.append((run.preds.dtype, run.loss.dtype))
+    model, res = tiny_fit([MixedPrecision(), D()])
+    assert set(seen) == {(torch.bfloat16, torch.bfloat16)} and next(model.parameters()).dtype == torch.float32
+    with torch.no_grad(): assert model(data(5)[0]).dtype == torch.float32, 'autocast ends with the forward pass'
+    with pytest.raises(ValueError, match='float16 autocast needs a CUDA model'): tiny_fit([MixedPrecision(torch.float16)])
+    with pytest.raises(ValueError, match='dtype must be'): MixedPrecision(torch.float32)
+
+def test_lr_find_leaves_everything_as_it_was():
+    torch.manual_seed(0); model = mlp(0.2); opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    (x, y) = data(2000)
+    dl = BatchLoader(Dataset(x, y), 20, shuffle=True)
+    model.eval()
+    w, o, rng = weights(model), copy.deepcopy(opt.state_dict()), torch.get_rng_state()
+    res = lr_find(model, cross_entropy, opt, dl, start=1e-5, end=100)
+    assert same(weights(model), w) and opt.state_dict() == o and torch.equal(torch.get_rng_state(), rng) and not model.training
+    assert 1e-5 <= res[1] <= 100 and 1e-6 <= res[0] <= 10 and len(res.lrs) == len(res.losses) <= 100
+    assert res.losses[-1] > min(res.losses), 'the range test ran until the loss turned up'
+    res.plot()
+
+# ---------- checkpoints: exact resume ----------
+class Killed(Exception): pass
+class Crash(Callback):
+    def __init__(self, at=None): self.at = at
+    def after_batch(self, run):
+        if (run.epoch, run.iter) == self.at: raise Killed()
+
+def ck_run(path, route, crash_at=None, epochs=2, every=7):
+    "A run that draws random numbers in the loader and the model, with momentum and a schedule; None if it crashed"
+    torch.manual_seed(0)
+    model = mlp(0.3); opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    (x, y), (xv, yv) = data(500), data(101, 2)
+    if route == 'BatchLoader': dls = get_dls(Dataset(x, y), Dataset(xv, yv), 20)
+    elif route == 'generator': dls = BatchLoader(Dataset(x, y), 20, shuffle=True, generator=torch.Generator().manual_seed(5)), BatchLoader(Dataset(xv, yv), 40)
+    else: dls = DataLoader(TensorDataset(x, y), 20, shuffle=True), DataLoader(TensorDataset(xv, yv), 40)
+    sched = Schedule(torch.optim.lr_scheduler.OneCycleLR(opt, 0.2, total_steps=epochs * len(dls[0])))
+    try: res = fit(epochs, model, cross_entropy, opt, *dls, progress=False, cbs=[Checkpoint(path, every), sched, Crash(crash_at)])
+    except Killed: return None
+    return weights(model), res, sched
+
+@pytest.mark.parametrize('route', ['BatchLoader', 'generator', 'DataLoader'])
+@pytest.mark.parametrize('crash_at', [(0, 0), (0, 6), (0, 7), (0, 13), (0, 24), (1, 0), (1, 17), (1, 24)])
+def test_killed_at_any_batch_resumes_bit_for_bit(tmp_path, route, crash_at):
+    ref_w, ref, ref_sched = ck_run(tmp_path/'ref.pt', route)
+    assert ck_run(tmp_path/'run.pt', route, crash_at) is None
+    w, res, sched = ck_run(tmp_path/'run.pt', route)
+    assert same(w, ref_w), 'the same final weights'
+    assert no_time(res.history) == no_time(ref.history) and res.history.batch_losses == ref.history.batch_losses
+    assert sched.lrs == ref_sched.lrs
+
+def test_resume_does_not_recompute_held_batches(tmp_path):
+    "The batches a checkpoint holds are not trained again: count the batches of the resumed run"
+    assert ck_run(tmp_path/'run.pt', 'BatchLoader', (1, 17)) is None # the last checkpoint holds 14 batches of epoch 1
+    r = Record()
+    torch.manual_seed(0); model = mlp(0.3); opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    (x, y), (xv, yv) = data(500), data(101, 2)
+    dls = get_dls(Dataset(x, y), Dataset(xv, yv), 20)
+    sched = Schedule(torch.optim.lr_scheduler.OneCycleLR(opt, 0.2, total_steps=2 * len(dls[0])))
+    fit(2, model, cross_entropy, opt, *dls, progress=False, cbs=[Checkpoint(tmp_path/'run.pt', 7), sched, Crash(), r])
+    assert r.seen.count('before_batch') == 25 - 14
+
+def test_finished_run_resumes_to_nothing(tmp_path):
+    ref_w, ref, _ = ck_run(tmp_path/'ref.pt', 'BatchLoader')
+    w, res, _ = ck_run(tmp_path/'ref.pt', 'BatchLoader') # its checkpoint says every epoch is done
+    assert len(res.history) == 2 and no_time(res.history) == no_time(ref.history)
+
+def test_early_stopping_resumes_stopped(tmp_path):
+    "A run stopped early and started again stays stopped: the stop is part of the checkpoint"
+    def go():
+        torch.manual_seed(0); model = mlp(); opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        (x, y), (xv, yv) = data(40), data(101, 2)
+        return fit(30, model, cross_entropy, opt, *get_dls(Dataset(x, y), Dataset(xv, yv), 20), progress=False,
+                   cbs=[Checkpoint(tmp_path/'es.pt'), EarlyStopping(patience=0)])
+    first = go()
+    assert len(first.history) < 30
+    again = go()
+    assert no_time(again.history) == no_time(first.history)
+
+@pytest.mark.parametrize('change,msg', [
+    (dict(nh=17), r"model has other shapes: 0.weight \(16, 20\), here \(17, 20\)"),
+    (dict(opt='Adam'), "its optimizer is SGD, and this run's is Adam"),
+    (dict(bs=10), "its epochs have 25 batches of 20 per process, and this run's have 50 of 10"),
+    (dict(cbs=[]), r"its callbacks with a state are \['Schedule'\], and this run's are \[\]"),
+    (dict(extra=True), r"its model lacks \['4.weight', '4.bias'\]"),
+])
+def test_checkpoint_that_does_not_fit_loads_nothing(tmp_path, change, msg):
+    ck_run(tmp_path/'ck.pt', 'BatchLoader', epochs=1)
+    torch.manual_seed(1)
+    nh = change.get('nh', 16)
+    model = nn.Sequential(nn.Linear(20, nh), nn.ReLU(), nn.Dropout(0.3), nn.Linear(nh, 4), *([nn.Linear(4, 4)] if change.get('extra') else []))
+    opt = (torch.optim.Adam if change.get('opt') == 'Adam' else torch.optim.SGD)(model.parameters(), lr=0.1)
+    (x, y), (xv, yv) = data(500), data(101, 2)
+    dls = get_dls(Dataset(x, y), Dataset(xv, yv), change.get('bs', 20))
+    cbs = change.get('cbs', [Schedule(torch.optim.lr_scheduler.OneCycleLR(opt, 0.2, total_steps=len(dls[0])))])
+    before, opt_before = weights(model), copy.deepcopy(opt.state_dict())
+    with pytest.raises(CheckpointError, match=msg): fit(1, model, cross_entropy, opt, *dls, progress=False, cbs=[Checkpoint(tmp_path/'ck.pt'), *cbs])
+    assert same(weights(model), before) and opt.state_dict() == opt_before, 'nothing was loaded'
+
+class _Evil:
+    def __reduce__(self): return (os.system, ('touch pwned',))
+
+def test_checkpoint_runs_no_code(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    torch.save({'format': 'miniai-checkpoint-1', 'x': _Evil()}, tmp_path/'ck.pt')
+    with pytest.raises(Exception, match='Weights only load failed'): tiny_fit([Checkpoint(tmp_path/'ck.pt')])
+    assert not (tmp_path/'pwned').exists()
+
+def test_checkpoint_rejects_bad_every():
+    with pytest.raises(ValueError, match='every must be at least 1, got 0'): Checkpoint('x.pt', every=0)
+
+# ---------- a real kill, from the command line ----------
+def mnist(out, ck, timeout=300):
+    return ['miniai-mnist', '--epochs', '2', '--seed', '0', '--sched', 'onecycle', '--out', str(out),
+            *(['--checkpoint', str(ck), '--every', '150'] if ck else [])]
+
+def test_sigkill_then_same_command_gives_same_weights(tmp_path, mnist_dir):
+    "SIGKILL at a few random moments after the first checkpoint; each time the same command resumes to the same weights"
+    env = {**os.environ, 'OMP_NUM_THREADS': '1'}
+    ref = subprocess.run(mnist(tmp_path/'ref', None), capture_output=True, text=True, env=env, timeout=300)
+    assert ref.returncode == 0, ref.stderr
+    rng = random.Random(0)
+    for k in range(3):
+        out, ck = tmp_path/f'run{k}', tmp_path/f'run{k}'/'ck.pt'
+        p = subprocess.Popen(mnist(out, ck), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+        t0 = time.time()
+        while not ck.exists():
+            assert p.poll() is None and time.time() - t0 < 120, p.stderr.read().decode()[-2000:]
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0, 0.6))
+        p.send_signal(signal.SIGKILL); p.wait()
+        again = subprocess.run(mnist(out, ck), capture_output=True, text=True, env=env, timeout=300)
+        assert again.returncode == 0, again.stderr
+        a, b = (torch.load(d/'mnist_mlp.pt', weights_only=True) for d in (tmp_path/'ref', out))
+        assert all(torch.equal(a[n], b[n]) for n in a), f'run {k}: weights differ'
+        assert again.stdout.splitlines()[-2] == ref.stdout.splitlines()[-2] # the validation accuracy line
