@@ -61,7 +61,7 @@ def _let_go(t:Tensor, # a tensor that a finished collective used
             timeout:float=10. # seconds to wait at most
            )->Tensor:
     "`t`, once gloo's worker thread has let go of it: else that thread may free a tensor Python made, which needs the GIL and aborts the process at exit"
-    if dist.get_backend() == 'gloo':
+    if dist.get_backend() == 'gloo' and hasattr(t, '_use_count'): # how many owners t has: us, and the work while it lasts
         end = time.monotonic() + timeout
         while t._use_count() > 1 and time.monotonic() < end: time.sleep(1e-4)
     return t
@@ -245,9 +245,15 @@ class Run:
         self._hooks = {e: [getattr(cb, e) for cb in self.cbs if hasattr(cb, e)] for e in EVENTS}
     def __call__(self, event:str):
         for f in self._hooks[event]: f(self)
-    def forward(self): self.preds = self.net(self.xb); self.loss = self.lossf(self.preds, self.yb)
-    def backward(self): self.loss.backward()
-    def step(self): self.opt.step()
+    def forward(self):
+        "Predictions and loss of the batch: `preds` and `loss`"
+        self.preds = self.net(self.xb); self.loss = self.lossf(self.preds, self.yb)
+    def backward(self):
+        "Gradients of the loss"
+        self.loss.backward()
+    def step(self):
+        "One optimizer step"
+        self.opt.step()
 
 # %% ../nbs/04_training.ipynb #5750138f
 def _ddp(model):
