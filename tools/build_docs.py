@@ -2,11 +2,11 @@
 """Steps of tools/build_docs.sh around `smalldocs render`.
 
 prepare PROC:     name each processed notebook after its `output-file` (the page name Quarto uses, e.g. losses.html),
-                  and point the sidebar and the notebooks' links at the new names.
+                  and point the sidebar and the notebooks' links at the new names; give nbdev.yml the site's address.
 finish SITE DEST: serve KaTeX and the theme's font from the site (npm's `katex` and `@fontsource/source-sans-pro`,
-                  installed once into .docs_cache/), turn links to the
-                  site's own published URL into relative ones, refuse any page that still loads from elsewhere,
-                  and move the site to DEST.
+                  installed once into .docs_cache/), turn links to the site's own published URL (settings.ini's
+                  site_url) and root-relative ones into relative ones, refuse any page that still loads from
+                  elsewhere, and move the site to DEST.
 """
 import json, re, shutil, subprocess, sys
 from configparser import ConfigParser
@@ -33,6 +33,9 @@ def prepare(proc):
                 c['source'] = link.sub(lambda m: f']({names[m[1]]}{m[2] or ""})', ''.join(c['source']))
         (proc/old).unlink()
         (proc/new).write_text(json.dumps(nb, indent=1))
+    # nbdev writes nbdev.yml's site-url from doc_host, which settings.ini leaves empty (see there): give it site_url
+    ny = proc/'nbdev.yml'
+    ny.write_text(re.sub(r'^(\s*site-url:).*$', lambda m: f'{m[1]} "{site_url().rstrip("/")}"', ny.read_text(), flags=re.M))
     sb = proc/'sidebar.yml'
     text = sb.read_text()
     for old, new in names.items(): text = re.sub(rf'(?<![\w/]){re.escape(old)}\b', new, text)
@@ -69,7 +72,7 @@ def fonts(site):
 def site_url():
     cfg = ConfigParser(delimiters=['=']); cfg.read(root/'settings.ini')
     d = cfg['DEFAULT']
-    return d['doc_host'].rstrip('/') + d['doc_baseurl'].rstrip('/') + '/'
+    return d['site_url'].rstrip('/') + '/'
 
 def finish(site, dest):
     site, dest = Path(site), Path(dest)
@@ -89,6 +92,7 @@ def finish(site, dest):
         html = page.read_text()
         html = html.replace(KATEX_CDN, f'{up}site_libs/katex/')
         html = html.replace(f'href="{url}', f'href="{up}')
+        html = re.sub(r'href="/(?!/)', f'href="{up}', html)   # nbdev's links to this site's own pages, with no doc_host
         for m in re.finditer(r'<link\b[^>]*>', html):
             if re.search(r'rel="(stylesheet|preload|icon|modulepreload)"', m[0]) and re.search(r'href="(https?:)?//', m[0]): bad.append((page.name, m[0][:120]))
         for m in re.finditer(r'<(script|img|iframe|source|video|audio)\b[^>]*\bsrc="((?:https?:)?//[^"]*)"', html, re.I): bad.append((page.name, m[2]))
