@@ -6,6 +6,7 @@
 from __future__ import annotations
 import inspect, os, sys, tempfile
 from contextlib import contextmanager
+from inspect import Parameter
 from pathlib import Path
 from fastcore.docments import MarkdownRenderer, DocmentTbl, DocmentText
 
@@ -48,12 +49,36 @@ class _ArgTable(DocmentTbl):
         cells = [_cell(self.dm['return'][c]) for c in self._columns]
         return '| **Returns** | ' + ' | '.join(f'**{c}**' if c.strip() else c for c in cells) + ' |'
 
+def _name(o)->str:
+    "A type by its name (`Tensor`, `bool_arg`), or its text when it has none (`torch.Tensor | None`)"
+    return getattr(o, '__name__', None) or str(o)
+
 class _Signature(DocmentText):
-    "A signature without the argument comments, which the table under it shows"
+    "A signature without the argument comments, which the table under it shows; types named as in the table"
+    def _fmt_param(self, nm, p):
+        kind, anno, default = p.get('kind'), p.get('anno', Parameter.empty), p.get('default', Parameter.empty)
+        pre = '*' if kind == Parameter.VAR_POSITIONAL else '**' if kind == Parameter.VAR_KEYWORD else ''
+        return (pre + nm + (f':{_name(anno)}' if anno is not Parameter.empty else '')
+                + (f'={getattr(default, "__name__", None) or repr(default)}' if default is not Parameter.empty else ''))
+
     @property
-    def params(self): return [(p, '') for p, _ in super().params]
+    def params(self):
+        "Each argument, with `/` after the positional-only ones and `*` before the keyword-only ones"
+        res, prev, star = [], None, False
+        for nm, p in self.dm.items():
+            if nm == 'return': continue
+            kind = p.get('kind')
+            if prev == Parameter.POSITIONAL_ONLY and kind != prev: res.append(('/', ''))
+            if kind == Parameter.KEYWORD_ONLY and not star: res.append(('*', ''))
+            star = star or kind in (Parameter.KEYWORD_ONLY, Parameter.VAR_POSITIONAL)
+            res.append((self._fmt_param(nm, p), ''))
+            prev = kind
+        return res + ([('/', '')] if prev == Parameter.POSITIONAL_ONLY else [])
+
     @property
-    def _ret_str(self): return super()._ret_str.split(' # ')[0]
+    def _ret_str(self):
+        anno = self.dm.get('return', {}).get('anno', Parameter.empty)
+        return f')->{_name(anno)}:' if anno is not Parameter.empty else '):'
 
 class DocsRenderer(MarkdownRenderer):
     "`show_doc` renderer: heading, source link, signature and docstring, then a table of the arguments"
