@@ -17,6 +17,9 @@ hidden size in `--acc-nh`, and we report the mean, min and max validation accura
     python bench/training.py --seeds 10      # more seeds for the accuracy table
     python bench/training.py --procs-rounds 0  # skip the epoch with 1 and 2 processes
 
+Where a step's time goes: a bare loop over the training set (no shuffle) times the model, the loss, the backward pass
+and the optimizer step of each batch, miniai's loss against `F.cross_entropy`, epochs in turns (`--parts-epochs`).
+
 Processes: the same epoch of `fit` (bs 50 in all) in one process, and in two processes under torchrun (gloo, bs 25
 each), each run a fresh launch, in turns. We report the median seconds of an epoch after the first (the launch and
 first epoch's warm-up excluded) and their ratio. There is no target: on 2 cores the processes share the cores that one
@@ -65,6 +68,24 @@ class Fit:
         with contextlib.redirect_stdout(io.StringIO()):
             return fit(1, self.model, self.loss_func, self.opt, *self.dls, progress=False)[1]
 
+def step_parts(data, bs, nh, lr, epochs):
+    "Microseconds per batch of each part of a training step (model, loss, backward, optimizer), miniai's loss against F.cross_entropy, epochs in turns"
+    (x, y), pc = data, time.perf_counter
+    losses = {'miniai': cross_entropy, 'torch': F.cross_entropy}
+    models, parts = {k: model_and_opt(nh, lr) for k in losses}, {k: [] for k in losses}
+    for e in range(epochs + 1): # the first epoch warms up and is left out
+        for k in (list(losses) if e % 2 else list(losses)[::-1]):
+            (model, opt), lf, acc = models[k], losses[k], [0.] * 4
+            for i in range(0, len(x), bs):
+                xb, yb = x[i:i+bs], y[i:i+bs]
+                t0 = pc(); pred = model(xb); t1 = pc(); loss = lf(pred, yb); t2 = pc(); loss.backward(); t3 = pc()
+                opt.step(); opt.zero_grad(); t4 = pc()
+                acc[0] += t1 - t0; acc[1] += t2 - t1; acc[2] += t3 - t2; acc[3] += t4 - t3
+            if e: parts[k].append([v / -(-len(x) // bs) * 1e6 for v in acc])
+    med = {k: [statistics.median(p[j] for p in v) for j in range(4)] for k, v in parts.items()}
+    for k, m in med.items(): print(f"| {bs} | {k} | " + " | ".join(f"{v:.0f}" for v in m) + f" | {sum(m):.0f} |")
+    print(f"| {bs} | miniai - torch | " + " | ".join(f"{a - b:+.0f}" for a, b in zip(med['miniai'], med['torch'])) + f" | {sum(med['miniai']) - sum(med['torch']):+.0f} |")
+
 def procs_child(epochs, bs):
     "Run under torchrun (or alone): `fit` for `epochs` at `bs` per process; rank 0 prints the seconds of each epoch"
     from miniai.training import init_distributed, world
@@ -100,6 +121,7 @@ def main():
     p.add_argument('--lr', type=float, default=0.5)
     p.add_argument('--seeds', type=int, default=5, help='seeds per hidden size for the accuracy table (0 to skip it)')
     p.add_argument('--acc-nh', type=int, nargs='+', default=[50, 100], help='hidden sizes for the accuracy table')
+    p.add_argument('--parts-epochs', type=int, default=4, help='epochs per loss for the per-batch split of a step (0 to skip)')
     p.add_argument('--procs-rounds', type=int, default=3, help='launches each of 1 and 2 processes (0 to skip)')
     p.add_argument('--procs-child', type=int, nargs=2, metavar=('EPOCHS', 'BS'), help=argparse.SUPPRESS)
     a = p.parse_args()
@@ -132,6 +154,11 @@ def main():
         print(f"| {bs} | {e} | {t['bare']:.2f} | {t['fit']:.2f} | {t['DataLoader']:.2f} | {t['torch loss']:.2f} | {r1:.3f} ({spread(r1s)}) | "
               f"{r2:.2f} ({spread(r2s)}) | {r3:.3f} ({spread(r3s)}) | {acc['bare']:.4f}, {acc['fit']:.4f}, {acc['DataLoader']:.4f}, {acc['torch loss']:.4f} |")
     print("speed targets (fit / bare <= 1.05; at bs 50, DataLoader / fit >= 1.3; fit / fit with F.cross_entropy <= 1.10):", 'met' if ok else 'NOT met')
+    if a.parts_epochs:
+        print(f"\nwhere a training step's time goes, us per batch (median of {a.parts_epochs} epochs per loss, in turns; a bare loop)")
+        print("| bs | loss | model | loss | backward | optimizer | step |")
+        print("|---|---|---|---|---|---|---|")
+        for bs in a.bs: step_parts((xt, yt), bs, a.nh, a.lr, a.parts_epochs)
     if a.procs_rounds: procs_table(a.procs_rounds)
     if not a.seeds: return 0 if ok else 1
     print(f"\nvalid accuracy after 5 epochs of fit, bs 50, SGD lr {a.lr}, seeds 0 to {a.seeds-1}")
