@@ -7,14 +7,31 @@ the peak resident memory it added above what the inputs already used.
 
     python bench/losses.py            # the three shapes of the course
     python bench/losses.py --reps 31
+    python bench/losses.py --before 95d1f73   # also time the cross entropy of that commit (default: the one before the lean route)
+
+With `--before REV` (a git checkout is needed), the small-batch table also times `cross_entropy` as commit REV had
+it, interleaved with the other two in the same loop, so that "no slower than before" is one run's ratio.
 """
-import argparse, json, statistics, subprocess, sys, time
+import argparse, importlib.util, json, statistics, subprocess, sys, time
+from pathlib import Path
 import torch, torch.nn.functional as F
 from miniai.losses import cross_entropy
 
 SHAPES = [(50_000, 10), (8192, 1000), (2048, 32768)]
 SMALL = [(50, 10), (256, 10), (1000, 10), (4000, 10)]
 IMPLS = {'miniai': cross_entropy, 'torch': F.cross_entropy}
+
+BEFORE = '95d1f73' # the last commit before the lean route
+
+def losses_before(rev):
+    "`miniai.losses` as commit `rev` had it, loaded from git beside today's; None when git cannot show it"
+    root = Path(__file__).resolve().parent.parent
+    r = subprocess.run(['git', '-C', str(root), 'show', f'{rev}:miniai/losses.py'], capture_output=True, text=True)
+    if r.returncode: return None
+    spec = importlib.util.spec_from_loader('miniai._losses_before', loader=None)
+    mod = importlib.util.module_from_spec(spec); mod.__package__ = 'miniai'
+    exec(compile(r.stdout, f'{rev}:miniai/losses.py', 'exec'), mod.__dict__)
+    return mod
 
 def inputs(n, c, seed=0):
     g = torch.Generator().manual_seed(seed)
@@ -56,6 +73,7 @@ def extra_mem(impl, n, c):
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--reps', type=int, default=15, help='timed runs of each implementation per shape')
+    p.add_argument('--before', default=BEFORE, help="a git revision whose cross_entropy the small-batch table also times ('' to skip)")
     p.add_argument('--child', nargs=3, metavar=('IMPL', 'N', 'C'), help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.child: return child(a.child[0], int(a.child[1]), int(a.child[2]))
@@ -65,7 +83,7 @@ def main():
     ok = True
     for n, c in SHAPES:
         t = times(n, c, a.reps)
-        m = {k: extra_mem(k, n, c) for k in IMPLS}
+        m = {k: extra_mem(k, n, c) for k in ('miniai', 'torch')}
         tr, mr = t['miniai'] / t['torch'], m['miniai'] / max(m['torch'], 1)
         ok &= tr <= 1.0 and (c < 1000 or mr <= 0.5)
         print(f"| ({n}, {c}) | {tr:.2f} ({t['miniai']*1e3:.1f} ms / {t['torch']*1e3:.1f} ms) | "
@@ -74,13 +92,22 @@ def main():
     print()
     print("Training-sized batches (no target): here a call costs a fixed overhead of Python and op dispatch,")
     print("which PyTorch's single C++ kernel does not pay.")
-    print("| shape (N, C) | time miniai / torch | miniai us/call | torch us/call |")
-    print("|---|---|---|---|")
+    old = losses_before(a.before) if a.before else None
+    if old: IMPLS['before'] = old.cross_entropy
+    elif a.before: print(f"(git cannot show {a.before}:miniai/losses.py here: no column for it)")
+    b = f" | miniai / {a.before} | {a.before} us/call" if old else ""
+    print(f"| shape (N, C) | time miniai / torch | miniai us/call | torch us/call{b} |")
+    print("|---|---|---|---|" + ("---|---|" if old else ""))
+    slower = False
     for n, c in SMALL:
         t = times(n, c, a.reps * 20)
         if (n, c) == (50, 10): ok &= t['miniai'] / t['torch'] <= 1.6
-        print(f"| ({n}, {c}) | {t['miniai'] / t['torch']:.2f} | {t['miniai']*1e6:.0f} | {t['torch']*1e6:.0f} |")
+        if old: slower |= t['miniai'] > t['before']
+        b = f" | {t['miniai'] / t['before']:.2f} | {t['before']*1e6:.0f}" if old else ""
+        print(f"| ({n}, {c}) | {t['miniai'] / t['torch']:.2f} | {t['miniai']*1e6:.0f} | {t['torch']*1e6:.0f}{b} |")
     print("target (at (50, 10), time ratio <= 1.6):", 'met' if ok else 'NOT met')
+    if old: print(f"no small shape slower than {a.before}:", 'met' if not slower else 'NOT met'); ok &= not slower
+    IMPLS.pop('before', None)
     floor(a.reps * 20)
     return 0 if ok else 1
 

@@ -91,6 +91,17 @@ def test_two_processes_resume_bit_for_bit(tmp_path, route, at):
         a, b = (json.loads((d/f'ckpt{r}.json').read_text()) for d in (ref, run_))
         assert a == b, f'rank {r}: history, batch losses, rates or weights differ'
 
+def test_checkpoint_of_another_process_count_loads_nothing(tmp_path):
+    "A finished 1-process run's checkpoint, started again by 2 processes: each process names the difference, and none trains"
+    code, log, _ = run([sys.executable, str(HERE/'ddp_worker.py'), 'ckpt', str(tmp_path), 'fast'])
+    assert code == 0, log[-3000:]
+    (tmp_path/'ckpt0.json').unlink()
+    ck = (tmp_path/'ck.pt').read_bytes()
+    code, log, secs = run(TORCHRUN + [str(HERE/'ddp_worker.py'), 'ckpt', str(tmp_path), 'fast'])
+    assert code != 0 and secs < 60, log[-3000:]
+    assert log.count('does not fit this run: it was written by 1 processes, and this run has 2') == 2, log[-3000:]
+    assert not list(tmp_path.glob('ckpt*.json')) and (tmp_path/'ck.pt').read_bytes() == ck, 'nothing trained, the checkpoint kept'
+
 def workers(pid):
     "The processes that `pid` started, by their RANK"
     found = {}
