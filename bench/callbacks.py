@@ -15,25 +15,16 @@ fresh `fit` until its first batch.
     python bench/callbacks.py
     python bench/callbacks.py --bs 50 256 --epochs 12
 """
-import argparse, contextlib, importlib.util, io, statistics, subprocess, sys, tempfile, time
+import argparse, contextlib, io, statistics, sys, tempfile, time
 from pathlib import Path
 import torch
 from torch import nn
-import miniai
 from miniai.datasets import get_mnist
 from miniai.losses import cross_entropy
 from miniai.training import Callback, CancelFitException, Checkpoint, Dataset, fit, get_dls
+from _before import module_before
 
 BEFORE = '0511426' # the last commit whose fit had no callbacks
-
-def fit_before(rev):
-    "`fit` of commit `rev`: its miniai/training.py, run inside today's package so that it uses the same loss and loaders' modules"
-    root = Path(miniai.__file__).resolve().parent.parent
-    src = subprocess.run(['git', '-C', str(root), 'show', f'{rev}:miniai/training.py'], capture_output=True, text=True, check=True).stdout
-    spec = importlib.util.spec_from_loader('miniai._training_before', loader=None)
-    mod = importlib.util.module_from_spec(spec); mod.__package__ = 'miniai'
-    exec(compile(src, f'{rev}:miniai/training.py', 'exec'), mod.__dict__)
-    return mod
 
 def model_and_opt(seed=42):
     torch.manual_seed(seed)
@@ -77,7 +68,9 @@ def main():
     p.add_argument('--before', default=BEFORE, help='the git revision whose fit is the baseline')
     a = p.parse_args()
     (xt, yt), (xv, yv), _ = get_mnist()
-    old = fit_before(a.before).fit
+    old = module_before(a.before, 'training')
+    if old is None: sys.exit(f"git cannot show {a.before}:miniai/training.py here: run this in a git checkout, or give --before")
+    old = old.fit
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; MLP 784-50-10, SGD lr 0.5; {a.epochs} epochs per route; baseline fit of {a.before}")
     print("| bs | before s/epoch | fit s/epoch | checkpoint s/epoch | fit / before (quartiles) | checkpoint / fit (quartiles) |")
     print("|---|---|---|---|---|---|")

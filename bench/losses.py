@@ -12,26 +12,16 @@ the peak resident memory it added above what the inputs already used.
 With `--before REV` (a git checkout is needed), the small-batch table also times `cross_entropy` as commit REV had
 it, interleaved with the other two in the same loop, so that "no slower than before" is one run's ratio.
 """
-import argparse, importlib.util, json, statistics, subprocess, sys, time
-from pathlib import Path
+import argparse, json, statistics, subprocess, sys, time
 import torch, torch.nn.functional as F
 from miniai.losses import cross_entropy
+from _before import module_before
 
 SHAPES = [(50_000, 10), (8192, 1000), (2048, 32768)]
 SMALL = [(50, 10), (256, 10), (1000, 10), (4000, 10)]
 IMPLS = {'miniai': cross_entropy, 'torch': F.cross_entropy}
 
 BEFORE = '95d1f73' # the last commit before the lean route
-
-def losses_before(rev):
-    "`miniai.losses` as commit `rev` had it, loaded from git beside today's; None when git cannot show it"
-    root = Path(__file__).resolve().parent.parent
-    r = subprocess.run(['git', '-C', str(root), 'show', f'{rev}:miniai/losses.py'], capture_output=True, text=True)
-    if r.returncode: return None
-    spec = importlib.util.spec_from_loader('miniai._losses_before', loader=None)
-    mod = importlib.util.module_from_spec(spec); mod.__package__ = 'miniai'
-    exec(compile(r.stdout, f'{rev}:miniai/losses.py', 'exec'), mod.__dict__)
-    return mod
 
 def inputs(n, c, seed=0):
     g = torch.Generator().manual_seed(seed)
@@ -92,7 +82,7 @@ def main():
     print()
     print("Training-sized batches (no target): here a call costs a fixed overhead of Python and op dispatch,")
     print("which PyTorch's single C++ kernel does not pay.")
-    old = losses_before(a.before) if a.before else None
+    old = module_before(a.before, 'losses') if a.before else None
     if old: IMPLS['before'] = old.cross_entropy
     elif a.before: print(f"(git cannot show {a.before}:miniai/losses.py here: no column for it)")
     b = f" | miniai / {a.before} | {a.before} us/call" if old else ""
