@@ -190,6 +190,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                  'miniai.training._stateful': ('callbacks.html#_stateful', 'miniai/training.py'),
                                  'miniai.training._train_epoch': ('training.html#_train_epoch', 'miniai/training.py'),
                                  'miniai.training._usage_error': ('callbacks.html#_usage_error', 'miniai/training.py'),
+                                 'miniai.training._usage_exit': ('callbacks.html#_usage_exit', 'miniai/training.py'),
                                  'miniai.training._writable': ('callbacks.html#_writable', 'miniai/training.py'),
                                  'miniai.training.accuracy': ('training.html#accuracy', 'miniai/training.py'),
                                  'miniai.training.all_gather': ('training.html#all_gather', 'miniai/training.py'),

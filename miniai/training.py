@@ -684,16 +684,23 @@ def _usage_error(args:dict)->str|None:
     try: mnist_file(args['data'])
     except FileNotFoundError as e: return str(e)
 
+_PEER_GRACE = 30 # seconds a process other than rank 0 waits, after a usage error, for torchrun to stop it
+
+def _usage_exit(p, msg:str)->int:
+    "Say what is wrong with the flags as argparse does, and return exit code 2; under torchrun only rank 0 says it"
+    if int(os.environ.get('RANK', 0)): # rank 0 fails the same check and prints; torchrun stops us when it exits
+        time.sleep(_PEER_GRACE) # had we exited first, torchrun could stop rank 0 before it printed
+    p.print_usage(sys.stderr); print(f"miniai-mnist: error: {msg}", file=sys.stderr) # rank 0, or a rank whose check alone failed
+    return 2
+
 def mnist_main(argv:list|None=None # arguments (default: the command line)
               )->int: # exit code: 0 done, 1 training failed, 2 bad flags, 130 interrupted
     "Entry point of `miniai-mnist`: check the flags, then run `train_mnist`; errors in one line, as argparse's"
     p = anno_parser(train_mnist, 'miniai-mnist')
+    p.error = lambda msg: sys.exit(_usage_exit(p, msg)) # argparse's own errors (`--epochs abc`) too
     args = vars(p.parse_args(argv))
     for k in ('pdb', 'xtra'): args.pop(k, None)
-    lead = int(os.environ.get('RANK', 0)) == 0 # under torchrun every process checks, and only rank 0 says so
-    if msg := _usage_error(args):
-        if lead: p.print_usage(sys.stderr); print(f"miniai-mnist: error: {msg}", file=sys.stderr)
-        return 2
+    if msg := _usage_error(args): return _usage_exit(p, msg)
     try: res = train_mnist(**args)
     except (NonFiniteLossError, CheckpointError) as e:
         kept = [f"the loss curve so far is in {e.curve}"] if hasattr(e, 'curve') else []

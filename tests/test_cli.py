@@ -85,9 +85,9 @@ def test_checkpoint_of_another_run_is_one_clear_error(tmp_path, mnist_dir):
     [line] = error_lines(err)
     assert 'does not fit this run: its model has other shapes: 0.weight (50, 784), here (20, 784)' in line
 
-@pytest.mark.parametrize('bad', [['--epochs', '0'], ['--bs', '0'], ['--lr', '-1'], ['--out', '/proc/nope']])
+@pytest.mark.parametrize('bad', [['--epochs', '0'], ['--bs', '0'], ['--lr', '-1'], ['--out', '/proc/nope'], ['--epochs', 'abc']])
 def test_usage_errors_under_torchrun(tmp_path, bad, mnist_dir):
-    "Every process stops on the same check, before joining the group; only rank 0 prints; the job fails fast"
+    "Every process stops on the same check, before joining the group; only rank 0 prints, even when another process gets there first; the job fails fast"
     code, out, err, secs = run(TORCHRUN + ['miniai-mnist', *(['--out', str(tmp_path)] if '--out' not in bad else []), *bad])
     assert code != 0 and secs < 60, err[-3000:]
     assert len([l for l in err.splitlines() if l.startswith('miniai-mnist: error:')]) == 1, err[-3000:]
