@@ -12,7 +12,7 @@ import torch, torch.distributed as dist
 from torch import nn
 from torch.utils.data import TensorDataset
 from miniai.losses import LinearCrossEntropyLoss, cross_entropy
-from miniai.training import BatchLoader, Callback, Checkpoint, Dataset, Schedule, accuracy, fit, get_dls, init_distributed, world
+from miniai.training import BatchLoader, Callback, Checkpoint, CheckpointError, Dataset, Schedule, accuracy, fit, get_dls, init_distributed, world
 
 def shards(out):
     "The samples each process sees: in-memory loader and PyTorch's DataLoader route, training and validation"
@@ -82,5 +82,10 @@ if __name__ == '__main__':
     elif mode == 'fail': # a nan in the sample at position 7 = 1 + 3*2 of the first epoch's order: rank 1's fourth
         torch.manual_seed(0); nn.Sequential(nn.Linear(20, 16), nn.ReLU(), nn.Linear(16, 4)) # the draws `train` makes first
         train(out, 10, bad=int(torch.randperm(600)[7]))
-    elif mode == 'ckpt': ckpt(out, sys.argv[3], tuple(map(int, sys.argv[4:6])) if len(sys.argv) > 4 else None)
+    elif mode == 'ckpt':
+        try: ckpt(out, sys.argv[3], tuple(map(int, sys.argv[4:6])) if len(sys.argv) > 4 else None)
+        except CheckpointError as e: # each process says what does not fit; the barrier keeps torchrun from stopping one before it has
+            print(f"rank {world()[0]}: CheckpointError: {e}", flush=True)
+            if dist.is_initialized(): dist.barrier(); dist.destroy_process_group()
+            sys.exit(1)
     if dist.is_initialized(): dist.destroy_process_group()
