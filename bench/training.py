@@ -17,15 +17,13 @@ hidden size in `--acc-nh`, and we report the mean, min and max validation accura
     python bench/training.py --seeds 10      # more seeds for the accuracy table
     python bench/training.py --procs-rounds 0  # skip the epoch with 1 and 2 processes
 
-Where a step's time goes: a bare loop over the training set (no shuffle) times the model, the loss, the backward pass
-and the optimizer step of each batch, miniai's loss against `F.cross_entropy`, epochs in turns (`--parts-epochs`).
-
-The floor under a Python loss in that loop (`--floor-epochs`): one model, not trained (lr 0), takes batches in blocks
-of 25 per loss in turns (the first 3 of a block left out), with `F.cross_entropy`, miniai's loss, and losses that
-show what no Python route avoids: one op with no `autograd.Function`, a no-op `Function`, and a 6-op `Function` on
-PyTorch's own `log_softmax` and `nll_loss` kernels with the gradient by hand. We report the median microseconds of the
-loss's forward and backward and of the whole step, and the median over rounds (each loss's block once) of the ratio
-of a step's median time to that with `F.cross_entropy` in the same round, with its quartiles.
+Where a step's time goes (`--parts-epochs`): a bare loop over the training set (no shuffle), one model that is not
+trained (lr 0), times the model, the loss's forward, the backward pass and the optimizer step of each batch. The
+batches go in blocks of 25 per loss, the losses in turns (the first 3 of a block left out): `F.cross_entropy`, miniai's
+loss, and the losses of bench/_floor.py that show what no Python route avoids: one op with no `autograd.Function`, a
+no-op `Function`, and a 6-op `Function` on PyTorch's own `log_softmax` and `nll_loss` kernels with the gradient by
+hand. We report median microseconds per batch, and the median over rounds (each loss's block once) of the ratio of a
+step's median time to that with `F.cross_entropy` in the same round, with its quartiles.
 
 Processes: the same epoch of `fit` (bs 50 in all) in one process, and in two processes under torchrun (gloo, bs 25
 each), each run a fresh launch, in turns. We report the median seconds of an epoch after the first (the launch and
@@ -76,30 +74,12 @@ class Fit:
         with contextlib.redirect_stdout(io.StringIO()):
             return fit(1, self.model, self.loss_func, self.opt, *self.dls, progress=False)[1]
 
-def step_parts(data, bs, nh, lr, epochs):
-    "Microseconds per batch of each part of a training step (model, loss, backward, optimizer), miniai's loss against F.cross_entropy, epochs in turns"
-    (x, y), pc = data, time.perf_counter
-    losses = {'miniai': cross_entropy, 'torch': F.cross_entropy}
-    models, parts = {k: model_and_opt(nh, lr) for k in losses}, {k: [] for k in losses}
-    for e in range(epochs + 1): # the first epoch warms up and is left out
-        for k in (list(losses) if e % 2 else list(losses)[::-1]):
-            (model, opt), lf, acc = models[k], losses[k], [0.] * 4
-            for i in range(0, len(x), bs):
-                xb, yb = x[i:i+bs], y[i:i+bs]
-                t0 = pc(); pred = model(xb); t1 = pc(); loss = lf(pred, yb); t2 = pc(); loss.backward(); t3 = pc()
-                opt.step(); opt.zero_grad(); t4 = pc()
-                acc[0] += t1 - t0; acc[1] += t2 - t1; acc[2] += t3 - t2; acc[3] += t4 - t3
-            if e: parts[k].append([v / -(-len(x) // bs) * 1e6 for v in acc])
-    med = {k: [statistics.median(p[j] for p in v) for j in range(4)] for k, v in parts.items()}
-    for k, m in med.items(): print(f"| {bs} | {k} | " + " | ".join(f"{v:.0f}" for v in m) + f" | {sum(m):.0f} |")
-    print(f"| {bs} | miniai - torch | " + " | ".join(f"{a - b:+.0f}" for a, b in zip(med['miniai'], med['torch'])) + f" | {sum(med['miniai']) - sum(med['torch']):+.0f} |")
-
-def floor_table(data, bs, nh, epochs, block=25, skip=3):
-    "Median us per batch of the loss's forward and backward and of the step for each loss of `FLOOR`, and the step's ratio to F.cross_entropy's per round of blocks; one untrained model"
+def step_parts(data, bs, nh, epochs, block=25, skip=3):
+    "Median us per batch of each part of a step (model, loss forward, backward, optimizer, all) for each loss, in blocks of batches in turns, and the step's ratio to F.cross_entropy's per round"
     (x, y), pc = data, time.perf_counter
     losses = {'F.cross_entropy': F.cross_entropy, 'miniai cross_entropy (13 ops)': cross_entropy, **FLOOR}
     (model, opt), names, j = model_and_opt(nh, 0.), list(losses), 0
-    res, rounds = {k: ([], [], []) for k in names}, {} # rounds: {round: {loss: [step seconds]}}
+    res, rounds = {k: [[] for _ in range(5)] for k in names}, {} # rounds: {round: {loss: [step seconds]}}
     for e in range(max(epochs, epochs * bs // 50) + 1): # as many batches at any bs; the first epoch warms up and is left out
         for i in range(0, len(x) - bs + 1, bs):
             r, k, keep, j = j // (block * len(names)), names[j // block % len(names)], j % block >= skip, j + 1
@@ -107,14 +87,16 @@ def floor_table(data, bs, nh, epochs, block=25, skip=3):
             t0 = pc(); pred = model(xb); t1 = pc(); loss = losses[k](pred, yb); t2 = pc(); loss.backward(); t3 = pc()
             opt.step(); opt.zero_grad(); t4 = pc()
             if e and keep:
-                for v, dt in zip(res[k], (t2 - t1, t3 - t2, t4 - t0)): v.append(dt)
+                for v, dt in zip(res[k], (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t4 - t0)): v.append(dt)
                 rounds.setdefault(r, {}).setdefault(k, []).append(t4 - t0)
     rounds = [d for d in rounds.values() if len(d) == len(names)] # whole rounds only: each loss ran in it
     med = {k: [statistics.median(v) * 1e6 for v in r] for k, r in res.items()}
-    for k, (f, b, s) in med.items():
+    for k, m in med.items():
         rs = [statistics.median(d[k]) / statistics.median(d['F.cross_entropy']) for d in rounds]
-        print(f"| {bs} | {k} | {f:.1f} | {b:.1f} | {s:.0f} | {statistics.median(rs):.3f} ({'{:.2f}-{:.2f}'.format(*statistics.quantiles(rs, n=4)[::2])}) |")
-    return med
+        print(f"| {bs} | {k} | " + " | ".join(f"{v:.1f}" for v in m) +
+              f" | {statistics.median(rs):.3f} ({'{:.2f}-{:.2f}'.format(*statistics.quantiles(rs, n=4)[::2])}) |")
+    ops = med['miniai cross_entropy (13 ops)'][1] - med['a no-op autograd.Function (x.sum())'][1]
+    print(f"| {bs} | each of the lean route's 13 ops: (its loss forward - the no-op Function's) / 13 | | {ops / 13:.1f} | | | | |")
 
 def procs_child(epochs, bs):
     "Run under torchrun (or alone): `fit` for `epochs` at `bs` per process; rank 0 prints the seconds of each epoch"
@@ -151,8 +133,7 @@ def main():
     p.add_argument('--lr', type=float, default=0.5)
     p.add_argument('--seeds', type=int, default=5, help='seeds per hidden size for the accuracy table (0 to skip it)')
     p.add_argument('--acc-nh', type=int, nargs='+', default=[50, 100], help='hidden sizes for the accuracy table')
-    p.add_argument('--parts-epochs', type=int, default=4, help='epochs per loss for the per-batch split of a step (0 to skip)')
-    p.add_argument('--floor-epochs', type=int, default=5, help="epochs at bs 50 for the floor table, as many batches at other bs, losses in turns (0 to skip)")
+    p.add_argument('--parts-epochs', type=int, default=5, help='epochs at bs 50 for the split of a step, as many batches at other bs, losses in turns (0 to skip)')
     p.add_argument('--procs-rounds', type=int, default=3, help='launches each of 1 and 2 processes (0 to skip)')
     p.add_argument('--procs-child', type=int, nargs=2, metavar=('EPOCHS', 'BS'), help=argparse.SUPPRESS)
     a = p.parse_args()
@@ -186,18 +167,10 @@ def main():
               f"{r2:.2f} ({spread(r2s)}) | {r3:.3f} ({spread(r3s)}) | {acc['bare']:.4f}, {acc['fit']:.4f}, {acc['DataLoader']:.4f}, {acc['torch loss']:.4f} |")
     print("speed targets (fit / bare <= 1.05; at bs 50, DataLoader / fit >= 1.3; fit / fit with F.cross_entropy <= 1.10):", 'met' if ok else 'NOT met')
     if a.parts_epochs:
-        print(f"\nwhere a training step's time goes, us per batch (median of {a.parts_epochs} epochs per loss, in turns; a bare loop)")
-        print("| bs | loss | model | loss | backward | optimizer | step |")
-        print("|---|---|---|---|---|---|---|")
-        for bs in a.bs: step_parts((xt, yt), bs, a.nh, a.lr, a.parts_epochs)
-    if a.floor_epochs:
-        print(f"\nthe floor under a Python loss: us per batch in a bare loop, {a.floor_epochs} epochs' worth of batches of 50, the losses in turns")
-        print("| bs | loss | forward | backward | step | step / step with F.cross_entropy (quartiles) |")
-        print("|---|---|---|---|---|---|")
-        for bs in a.bs:
-            med = floor_table((xt, yt), bs, a.nh, a.floor_epochs)
-            ops = med['miniai cross_entropy (13 ops)'][0] - med['a no-op autograd.Function (x.sum())'][0]
-            print(f"| {bs} | each of the lean route's 13 ops: (its forward - the no-op Function's) / 13 | {ops / 13:.1f} | | | |")
+        print(f"\nwhere a training step's time goes, us per batch in a bare loop ({a.parts_epochs} epochs' worth of batches of 50, the losses in turns)")
+        print("| bs | loss | model | loss forward | backward | optimizer | step | step / with F.cross_entropy (quartiles) |")
+        print("|---|---|---|---|---|---|---|---|")
+        for bs in a.bs: step_parts((xt, yt), bs, a.nh, a.parts_epochs)
     if a.procs_rounds: procs_table(a.procs_rounds)
     if not a.seeds: return 0 if ok else 1
     print(f"\nvalid accuracy after 5 epochs of fit, bs 50, SGD lr {a.lr}, seeds 0 to {a.seeds-1}")
