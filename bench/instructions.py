@@ -1,0 +1,104 @@
+#!/usr/bin/env python
+"""Instructions, not seconds: a forward and backward of each loss, and an epoch of `fit` with it, counted by valgrind.
+
+On a shared machine a time ratio moves from run to run: four runs of `bench/losses.py` on one day gave 1.33 to 1.75 at
+(50, 10). valgrind's callgrind counts the instructions a process executes: the same count for the same binary and
+inputs, whatever else the machine is doing. Each count runs in its own process under callgrind, on one thread
+(`OMP_NUM_THREADS=1`: under valgrind the threads take turns, so a second thread's spin-wait would count as work), and
+counts only inside the measured loop, which `functools.reduce` drives (`--toggle-collect=functools_reduce`). We report
+thousands of instructions per call or per batch, and the ratio of each loss's count to `F.cross_entropy`'s, for:
+
+- one forward and backward at (50, 10): 1000 calls, after 200 to warm up;
+- an epoch of `fit` over about 5000 rows of MNIST's training set (100 batches at bs 50, 19 at bs 256) and a fifth as
+  many validation rows, after an epoch of a tenth as many batches to warm up. The course MLP 784-50-10 is not trained
+  (lr 0), so that every loss sees the same model.
+
+The losses are `F.cross_entropy`, miniai's, and those of bench/_floor.py. Instructions are not time: in an epoch of
+`fit` at bs 50, the lean route's extra instructions take two to two and a half times the time per instruction of the
+rest of the step, so a loss's share of the instructions understates its share of the time. What counts give is a
+figure that does not move, for comparing one version of a loss with another.
+
+    python bench/instructions.py            # 15 processes under valgrind, 2 at a time: about 15 minutes on 2 cores
+    python bench/instructions.py --jobs 4
+"""
+import argparse, concurrent.futures, contextlib, functools, io, os, shutil, subprocess, sys, tempfile
+from pathlib import Path
+import torch, torch.nn.functional as F
+from miniai.datasets import get_mnist
+from miniai.losses import cross_entropy
+from miniai.training import Dataset, fit, get_dls
+from _floor import FLOOR
+from training import model_and_opt
+
+LOSSES = {'F.cross_entropy': F.cross_entropy, 'miniai cross_entropy (13 ops)': cross_entropy, **FLOOR}
+WORKS = ['call', '50', '256'] # a (50, 10) call; an epoch of fit at bs 50; at bs 256
+CALLS, ROWS = 1000, 5000 # calls at (50, 10); training rows of an epoch of fit
+
+def batches(bs:int)->int: return max(ROWS // bs, 10)
+
+def measured(f, k):
+    "Run `f` k times inside `functools.reduce`: callgrind counts only there"
+    functools.reduce(lambda acc, _: f(), range(k), None)
+
+def loaders(data, bs, nb):
+    "`get_dls` over the first `nb` batches of the training rows and a fifth as many validation rows, and their batch count"
+    (x, y), (xv, yv) = data
+    n = nb * bs
+    nv = n // 5
+    return get_dls(Dataset(x[:n], y[:n]), Dataset(xv[:nv], yv[:nv]), bs), nb + -(-nv // (2 * bs))
+
+def child(loss, work, data_file):
+    "In a process under callgrind: the measured loop of one loss and workload"
+    f = LOSSES[loss]
+    if work == 'call':
+        g = torch.Generator().manual_seed(0)
+        x, t = torch.randn(50, 10, generator=g).requires_grad_(), torch.randint(0, 10, (50,), generator=g)
+        def step():
+            x.grad = None
+            f(x, t).backward()
+        for _ in range(200): step()
+        return measured(step, CALLS)
+    data, bs = torch.load(data_file), int(work)
+    model, opt = model_and_opt(50, 0.)
+    def epoch(dls):
+        with contextlib.redirect_stdout(io.StringIO()): fit(1, model, f, opt, *dls, progress=False)
+    epoch(loaders(data, bs, batches(bs) // 10)[0])
+    dls = loaders(data, bs, batches(bs))[0]
+    measured(lambda: epoch(dls), 1)
+
+def count(loss, work, data_file, out_dir):
+    "Instructions callgrind counted in the measured loop of `child(loss, work)`"
+    out = Path(out_dir)/f"{list(LOSSES).index(loss)}.{work}.out"
+    env = {**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONHASHSEED': '0'}
+    subprocess.run(['valgrind', '--tool=callgrind', '--collect-atstart=no', '--toggle-collect=functools_reduce',
+                    f'--callgrind-out-file={out}', sys.executable, __file__, '--child', loss, work, data_file],
+                   env=env, check=True, capture_output=True)
+    return next(int(l.split()[1]) for l in out.read_text().splitlines() if l.startswith('totals:'))
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument('--jobs', type=int, default=os.cpu_count(), help='processes under valgrind at a time')
+    p.add_argument('--child', nargs=3, metavar=('LOSS', 'WORK', 'DATA'), help=argparse.SUPPRESS)
+    a = p.parse_args()
+    if a.child: return child(*a.child)
+    if not shutil.which('valgrind'): sys.exit("valgrind is not installed: on Debian or Ubuntu, apt-get install valgrind")
+    (x, y), (xv, yv), _ = get_mnist()
+    n = max(batches(int(w)) * int(w) for w in WORKS[1:])
+    with tempfile.TemporaryDirectory() as d:
+        data_file = f'{d}/mnist.pt' # the rows the epochs use, saved once: loading them is quick under valgrind
+        torch.save(((x[:n], y[:n]), (xv[:n//5], yv[:n//5])), data_file)
+        with concurrent.futures.ThreadPoolExecutor(a.jobs) as ex:
+            jobs = {(k, w): ex.submit(count, k, w, data_file, d) for w in WORKS for k in LOSSES}
+            n_ir = {kw: j.result() for kw, j in jobs.items()}
+    per = {'call': CALLS, **{w: loaders(((x, y), (xv, yv)), int(w), batches(int(w)))[1] for w in WORKS[1:]}}
+    print(f"torch {torch.__version__}, 1 thread, instructions counted by callgrind (thousands per call or per batch)")
+    print(f"| loss | (50, 10) forward and backward | / F.cross_entropy | fit at bs 50, per batch | / F.cross_entropy "
+          f"| fit at bs 256, per batch | / F.cross_entropy |")
+    print("|---|---|---|---|---|---|---|")
+    base = {w: n_ir['F.cross_entropy', w] for w in WORKS}
+    for k in LOSSES:
+        print(f"| {k} | " + " | ".join(f"{n_ir[k, w] / per[w] / 1e3:.1f} | {n_ir[k, w] / base[w]:.3f}" for w in WORKS) + " |")
+    print(f"(an epoch of fit: {batches(50)} training batches at bs 50, {batches(256)} at bs 256, and the validation batches "
+          f"of a fifth as many rows at twice the bs: {per['50']} and {per['256']} batches in all)")
+
+if __name__ == '__main__': sys.exit(main())
