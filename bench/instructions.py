@@ -28,6 +28,7 @@ from miniai.datasets import get_mnist
 from miniai.losses import cross_entropy
 from miniai.training import Dataset, fit, get_dls
 from _floor import FLOOR
+from losses import fwd_bwd, inputs
 from training import model_and_opt
 
 LOSSES = {'F.cross_entropy': F.cross_entropy, 'miniai cross_entropy (13 ops)': cross_entropy, **FLOOR}
@@ -51,11 +52,8 @@ def child(loss, work, data_file):
     "In a process under callgrind: the measured loop of one loss and workload"
     f = LOSSES[loss]
     if work == 'call':
-        g = torch.Generator().manual_seed(0)
-        x, t = torch.randn(50, 10, generator=g).requires_grad_(), torch.randint(0, 10, (50,), generator=g)
-        def step():
-            x.grad = None
-            f(x, t).backward()
+        x, t = inputs(50, 10)
+        step = lambda: fwd_bwd(f, x, t)
         for _ in range(200): step()
         return measured(step, CALLS)
     data, bs = torch.load(data_file), int(work)
