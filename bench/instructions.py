@@ -42,11 +42,10 @@ def measured(f, k):
     functools.reduce(lambda acc, _: f(), range(k), None)
 
 def loaders(data, bs, nb):
-    "`get_dls` over the first `nb` batches of the training rows and a fifth as many validation rows, and their batch count"
+    "`get_dls` over the first `nb` batches of the training rows and a fifth as many validation rows"
     (x, y), (xv, yv) = data
     n = nb * bs
-    nv = n // 5
-    return get_dls(Dataset(x[:n], y[:n]), Dataset(xv[:nv], yv[:nv]), bs), nb + -(-nv // (2 * bs))
+    return get_dls(Dataset(x[:n], y[:n]), Dataset(xv[:n//5], yv[:n//5]), bs)
 
 def child(loss, work, data_file):
     "In a process under callgrind: the measured loop of one loss and workload"
@@ -60,8 +59,8 @@ def child(loss, work, data_file):
     model, opt = model_and_opt(50, 0.)
     def epoch(dls):
         with contextlib.redirect_stdout(io.StringIO()): fit(1, model, f, opt, *dls, progress=False)
-    epoch(loaders(data, bs, batches(bs) // 10)[0])
-    dls = loaders(data, bs, batches(bs))[0]
+    epoch(loaders(data, bs, batches(bs) // 10))
+    dls = loaders(data, bs, batches(bs))
     measured(lambda: epoch(dls), 1)
 
 def count(loss, work, data_file, out_dir):
@@ -88,7 +87,7 @@ def main():
         with concurrent.futures.ThreadPoolExecutor(a.jobs) as ex:
             jobs = {(k, w): ex.submit(count, k, w, data_file, d) for w in WORKS for k in LOSSES}
             n_ir = {kw: j.result() for kw, j in jobs.items()}
-    per = {'call': CALLS, **{w: loaders(((x, y), (xv, yv)), int(w), batches(int(w)))[1] for w in WORKS[1:]}}
+    per = {'call': CALLS, **{w: sum(map(len, loaders(((x, y), (xv, yv)), int(w), batches(int(w))))) for w in WORKS[1:]}}
     print(f"torch {torch.__version__}, 1 thread, instructions counted by callgrind (thousands per call or per batch)")
     print(f"| loss | (50, 10) forward and backward | / F.cross_entropy | fit at bs 50, per batch | / F.cross_entropy "
           f"| fit at bs 256, per batch | / F.cross_entropy |")
