@@ -23,7 +23,9 @@ batches go in blocks of 25 per loss, the losses in turns (the first 3 of a block
 loss, and the losses of bench/_floor.py that show what no Python route avoids: one op with no `autograd.Function`, a
 no-op `Function`, and a 6-op `Function` on PyTorch's own `log_softmax` and `nll_loss` kernels with the gradient by
 hand. We report median microseconds per batch, and the median over rounds (each loss's block once) of the ratio of a
-step's median time to that with `F.cross_entropy` in the same round, with its quartiles.
+step's median time to that with `F.cross_entropy` in the same round, with its quartiles. At the end of each block, the
+same loss runs 25 forwards back to back on the block's last logits (the first 3 left out), with nothing between the
+calls: what a call costs in a hot loop, in the same run as the step it is compared with.
 
 Processes: the same epoch of `fit` (bs 50 in all) in one process, and in two processes under torchrun (gloo, bs 25
 each), each run a fresh launch, in turns. We report the median seconds of an epoch after the first (the launch and
@@ -79,7 +81,7 @@ def step_parts(data, bs, nh, epochs, block=25, skip=3):
     (x, y), pc = data, time.perf_counter
     losses = {'F.cross_entropy': F.cross_entropy, 'miniai cross_entropy (13 ops)': cross_entropy, **FLOOR}
     (model, opt), names, j = model_and_opt(nh, 0.), list(losses), 0
-    res, rounds = {k: [[] for _ in range(5)] for k in names}, {} # rounds: {round: {loss: [step seconds]}}
+    res, hot, rounds = {k: [[] for _ in range(5)] for k in names}, {k: [] for k in names}, {} # rounds: {round: {loss: [step seconds]}}
     for e in range(max(epochs, epochs * bs // 50) + 1): # as many batches at any bs; the first epoch warms up and is left out
         for i in range(0, len(x) - bs + 1, bs):
             r, k, keep, j = j // (block * len(names)), names[j // block % len(names)], j % block >= skip, j + 1
@@ -89,14 +91,21 @@ def step_parts(data, bs, nh, epochs, block=25, skip=3):
             if e and keep:
                 for v, dt in zip(res[k], (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t4 - t0)): v.append(dt)
                 rounds.setdefault(r, {}).setdefault(k, []).append(t4 - t0)
+            if e and j % block == 0: # a block's end: the same loss's forward on its last logits, calls back to back
+                p = pred.detach().requires_grad_()
+                for c in range(block):
+                    t0 = pc(); losses[k](p, yb); dt = pc() - t0
+                    if c >= skip: hot[k].append(dt)
     rounds = [d for d in rounds.values() if len(d) == len(names)] # whole rounds only: each loss ran in it
     med = {k: [statistics.median(v) * 1e6 for v in r] for k, r in res.items()}
+    hot = {k: statistics.median(v) * 1e6 for k, v in hot.items()}
     for k, m in med.items():
         rs = [statistics.median(d[k]) / statistics.median(d['F.cross_entropy']) for d in rounds]
-        print(f"| {bs} | {k} | " + " | ".join(f"{v:.1f}" for v in m) +
+        print(f"| {bs} | {k} | {m[0]:.1f} | {m[1]:.1f} | {hot[k]:.1f} | " + " | ".join(f"{v:.1f}" for v in m[2:]) +
               f" | {statistics.median(rs):.3f} ({'{:.2f}-{:.2f}'.format(*statistics.quantiles(rs, n=4)[::2])}) |")
     ops = med['miniai cross_entropy (13 ops)'][1] - med['a no-op autograd.Function (x.sum())'][1]
-    print(f"| {bs} | each of the lean route's 13 ops: (its loss forward - the no-op Function's) / 13 | | {ops / 13:.1f} | | | | |")
+    ops_hot = hot['miniai cross_entropy (13 ops)'] - hot['a no-op autograd.Function (x.sum())']
+    print(f"| {bs} | each of the lean route's 13 ops: (its loss forward - the no-op Function's) / 13 | | {ops / 13:.1f} | {ops_hot / 13:.1f} | | | | |")
 
 def procs_child(epochs, bs):
     "Run under torchrun (or alone): `fit` for `epochs` at `bs` per process; rank 0 prints the seconds of each epoch"
@@ -168,8 +177,8 @@ def main():
     print("speed targets (fit / bare <= 1.05; at bs 50, DataLoader / fit >= 1.3; fit / fit with F.cross_entropy <= 1.10):", 'met' if ok else 'NOT met')
     if a.parts_epochs:
         print(f"\nwhere a training step's time goes, us per batch in a bare loop ({a.parts_epochs} epochs' worth of batches of 50, the losses in turns)")
-        print("| bs | loss | model | loss forward | backward | optimizer | step | step / with F.cross_entropy (quartiles) |")
-        print("|---|---|---|---|---|---|---|---|")
+        print("| bs | loss | model | loss forward | loss forward, calls back to back | backward | optimizer | step | step / with F.cross_entropy (quartiles) |")
+        print("|---|---|---|---|---|---|---|---|---|")
         for bs in a.bs: step_parts((xt, yt), bs, a.nh, a.parts_epochs)
     if a.procs_rounds: procs_table(a.procs_rounds)
     if not a.seeds: return 0 if ok else 1
