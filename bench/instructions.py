@@ -15,8 +15,9 @@ thousands of instructions per call or per batch, and the ratio of each loss's co
 
 The losses are `F.cross_entropy`, miniai's, and those of bench/_floor.py. Instructions are not time: in an epoch of
 `fit` at bs 50, the lean route's extra instructions take two to four and a half times the time per instruction of the
-rest of the epoch (epoch ratios of 1.13 to 1.30 on this machine), back to back as much as in the loop, so a loss's share of the instructions understates its share of the time. What counts give is a
-figure that does not move, for comparing one version of a loss with another.
+rest of the epoch (epoch ratios of 1.13 to 1.30 on this machine), and as long back to back as in the loop, so a loss's
+share of the instructions understates its share of the time. What counts give is a figure that does not move, for
+comparing one version of a loss with another.
 
     python bench/instructions.py            # 15 processes under valgrind, 2 at a time: about 15 minutes on 2 cores
     python bench/instructions.py --jobs 4

@@ -103,9 +103,9 @@ def step_parts(data, bs, nh, epochs, block=25, skip=3):
         rs = [statistics.median(d[k]) / statistics.median(d['F.cross_entropy']) for d in rounds]
         print(f"| {bs} | {k} | {m[0]:.1f} | {m[1]:.1f} | {hot[k]:.1f} | " + " | ".join(f"{v:.1f}" for v in m[2:]) +
               f" | {statistics.median(rs):.3f} ({'{:.2f}-{:.2f}'.format(*statistics.quantiles(rs, n=4)[::2])}) |")
-    ops = med['miniai cross_entropy (13 ops)'][1] - med['a no-op autograd.Function (x.sum())'][1]
-    ops_hot = hot['miniai cross_entropy (13 ops)'] - hot['a no-op autograd.Function (x.sum())']
-    print(f"| {bs} | each of the lean route's 13 ops: (its loss forward - the no-op Function's) / 13 | | {ops / 13:.1f} | {ops_hot / 13:.1f} | | | | |")
+    per_op = lambda fwd: (fwd['miniai cross_entropy (13 ops)'] - fwd['a no-op autograd.Function (x.sum())']) / 13
+    print(f"| {bs} | each of the lean route's 13 ops: (its loss forward - the no-op Function's) / 13 | | "
+          f"{per_op({k: m[1] for k, m in med.items()}):.1f} | {per_op(hot):.1f} | | | | |")
 
 def procs_child(epochs, bs):
     "Run under torchrun (or alone): `fit` for `epochs` at `bs` per process; rank 0 prints the seconds of each epoch"
