@@ -455,7 +455,7 @@ def _general(x, t, red):
 
 @pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
 @pytest.mark.parametrize('red', ['none', 'mean', 'sum'])
-@pytest.mark.parametrize('N,C', [(1, 2), (7, 3), (50, 10), (256, 10), (1000, 10), (64, 1000)])
+@pytest.mark.parametrize('N,C', [(1, 2), (7, 3), (50, 10), (256, 10), (1000, 10), (64, 1000), (30_000, 10)]) # the last beyond _CHUNK floats
 def test_lean_and_general_routes_agree_bit_for_bit(N, C, red, dtype):
     "Values and gradients, for g = 1 (computed in forward), another g, and a second backward with retain_graph"
     g = torch.Generator().manual_seed(N * C)
