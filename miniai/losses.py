@@ -312,14 +312,15 @@ class CrossEntropyFn(torch.autograd.Function):
 
 # %% ../nbs/03_backward.ipynb #6e2b8d31
 _CPU = torch.device('cpu')
+_LEAN_DTYPES = (torch.float32, torch.float64)
 
 class _OffTarget(Exception):
     "A target outside [0, C) in the lean route: the general route handles `ignore_index` or raises the clear error"
 
 def _lean_ok(x:Tensor, t:Tensor, weight:Tensor|None, ignore_index:int, ls:float)->bool:
     "Whether a call can take the lean route: non-empty (N, C) float logits on the CPU in one chunk, (N,) int64 targets, no weights or smoothing, an `ignore_index` no class can equal"
-    return (weight is None and not ls and x.dim() == 2 and t.dim() == 1 and t.dtype == torch.int64 and len(t) == len(x)
-            and x.is_cpu and 0 < x.numel() <= _CHUNK and x.dtype in (torch.float32, torch.float64) and not 0 <= ignore_index < x.shape[1])
+    return (weight is None and not ls and x.dim() == 2 and t.dim() == 1 and t.dtype == torch.int64 and t.shape[0] == x.shape[0]
+            and x.is_cpu and 0 < x.numel() <= _CHUNK and x.dtype in _LEAN_DTYPES and not 0 <= ignore_index < x.shape[1])
 
 class _CrossEntropyLean(torch.autograd.Function):
     "Cross entropy of (N, C) logits and targets in [0, C) with no options, in the fewest ops; mean and sum compute their gradient in forward"
@@ -337,8 +338,7 @@ class _CrossEntropyLean(torch.autograd.Function):
         if reduction == 'none':
             if ctx.needs_input_grad[0]: ctx.es = e, s
             return loss.squeeze(1)
-        N = len(x)
-        n, a, na, neg = _count(N, x.dtype, _CPU)
+        n, a, na, neg = _count(x.shape[0], x.dtype, _CPU)
         if reduction == 'sum': a, na = _count(1, x.dtype, _CPU)[1], neg # a = 1
         if ctx.needs_input_grad[0]: ctx.grad = e.mul_(a / s).scatter_add_(1, tc, na) # the gradient for g = 1
         return loss.sum().div_(n) if reduction == 'mean' else loss.sum()
@@ -354,7 +354,7 @@ class _CrossEntropyLean(torch.autograd.Function):
         e, s = es or _softmax_parts(x, True)[:2] # another g, or a second backward (retain_graph): as the general route
         tc = t.unsqueeze(1)
         if ctx.reduction == 'none': a = g.unsqueeze(1)
-        else: a = (g / _count(len(x), x.dtype, _CPU)[0] if ctx.reduction == 'mean' else g).expand(len(x), 1)
+        else: a = (g / _count(x.shape[0], x.dtype, _CPU)[0] if ctx.reduction == 'mean' else g).expand(x.shape[0], 1)
         return e.mul_(a / s).scatter_add_(1, tc, -a), None, None
 
 # %% ../nbs/03_backward.ipynb #8a9a422d
