@@ -9,6 +9,8 @@ counts only inside the measured loop, which `functools.reduce` drives (`--toggle
 thousands of instructions per call or per batch, and the ratio of each loss's count to `F.cross_entropy`'s, for:
 
 - one forward and backward at (50, 10): 1000 calls, after 200 to warm up;
+- each of the lean route's 13 forward ops alone at (50, 10), with no autograd (bench/_floor.py's `lean_ops`): 1000
+  calls after 200; an in-place op runs after a copy into its buffer, which is counted alone and taken off;
 - an epoch of `fit` over about 5000 rows of MNIST's training set (100 batches at bs 50, 19 at bs 256) and a fifth as
   many validation rows, after an epoch of a tenth as many batches to warm up. The course MLP 784-50-10 is not trained
   (lr 0), so that every loss sees the same model.
@@ -19,7 +21,7 @@ rest of the epoch (epoch ratios of 1.13 to 1.30 on this machine), and as long ba
 share of the instructions understates its share of the time. What counts give is a figure that does not move, for
 comparing one version of a loss with another.
 
-    python bench/instructions.py            # 15 processes under valgrind, 2 at a time: about 15 minutes on 2 cores
+    python bench/instructions.py            # 33 processes under valgrind, 2 at a time: about 40 minutes on 2 cores
     python bench/instructions.py --jobs 4
 """
 import argparse, concurrent.futures, contextlib, functools, io, os, shutil, subprocess, sys, tempfile
@@ -28,7 +30,7 @@ import torch, torch.nn.functional as F
 from miniai.datasets import get_mnist
 from miniai.losses import cross_entropy
 from miniai.training import Dataset, fit, get_dls
-from _floor import FLOOR
+from _floor import FLOOR, lean_ops
 from losses import fwd_bwd, inputs
 from training import model_and_opt
 
@@ -50,6 +52,12 @@ def loaders(data, bs, nb):
 
 def child(loss, work, data_file):
     "In a process under callgrind: the measured loop of one loss and workload"
+    if work in ('op', 'reset'): # one op of the lean route alone, or the copy that resets its buffer
+        torch.set_grad_enabled(False) # as in a Function's forward
+        op, reset = lean_ops(*inputs(50, 10))[loss]
+        step = op if not reset else (lambda: (reset(), op())) if work == 'op' else (lambda: (reset(), None))
+        for _ in range(200): step()
+        return measured(step, CALLS)
     f = LOSSES[loss]
     if work == 'call':
         x, t = inputs(50, 10)
@@ -66,7 +74,8 @@ def child(loss, work, data_file):
 
 def count(loss, work, data_file, out_dir):
     "Instructions callgrind counted in the measured loop of `child(loss, work)`"
-    out = Path(out_dir)/f"{list(LOSSES).index(loss)}.{work}.out"
+    fd, out = tempfile.mkstemp('.out', dir=out_dir)
+    os.close(fd); out = Path(out)
     env = {**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONHASHSEED': '0'}
     subprocess.run(['valgrind', '--tool=callgrind', '--collect-atstart=no', '--toggle-collect=functools_reduce',
                     f'--callgrind-out-file={out}', sys.executable, __file__, '--child', loss, work, data_file],
@@ -87,7 +96,10 @@ def main():
         torch.save(((x[:n], y[:n]), (xv[:n//5], yv[:n//5])), data_file)
         with concurrent.futures.ThreadPoolExecutor(a.jobs) as ex:
             jobs = {(k, w): ex.submit(count, k, w, data_file, d) for w in WORKS for k in LOSSES}
+            ops = lean_ops(*inputs(50, 10))
+            op_jobs = {(k, w): ex.submit(count, k, w, data_file, d) for k, (_, reset) in ops.items() for w in ('op', 'reset')[:1 + bool(reset)]}
             n_ir = {kw: j.result() for kw, j in jobs.items()}
+            op_ir = {kw: j.result() / CALLS / 1e3 for kw, j in op_jobs.items()}
     per = {'call': CALLS, **{w: sum(map(len, loaders(((x, y), (xv, yv)), int(w), batches(int(w))))) for w in WORKS[1:]}}
     print(f"torch {torch.__version__}, 1 thread, instructions counted by callgrind (thousands per call or per batch)")
     print(f"| loss | (50, 10) forward and backward | / F.cross_entropy | fit at bs 50, per batch | / F.cross_entropy "
@@ -98,5 +110,14 @@ def main():
         print(f"| {k} | " + " | ".join(f"{n_ir[k, w] / per[w] / 1e3:.1f} | {n_ir[k, w] / base[w]:.3f}" for w in WORKS) + " |")
     print(f"(an epoch of fit: {batches(50)} training batches at bs 50, {batches(256)} at bs 256, and the validation batches "
           f"of a fifth as many rows at twice the bs: {per['50']} and {per['256']} batches in all)")
+    print("\nEach of the lean route's 13 forward ops alone at (50, 10), no autograd (thousands of instructions per call; an "
+          "in-place op's count is less that of the copy that resets its buffer):")
+    print("| op | thousand instructions |")
+    print("|---|---|")
+    each = {k: op_ir[k, 'op'] - op_ir.get((k, 'reset'), 0) for k in ops}
+    for k, v in each.items(): print(f"| `{k}` | {v:.1f} |")
+    call, noop = (n_ir[k, 'call'] / CALLS / 1e3 for k in ('miniai cross_entropy (13 ops)', 'a no-op autograd.Function (x.sum())'))
+    print(f"| the 13 together | {sum(each.values()):.1f} |")
+    print(f"| a whole call of miniai's loss, less the no-op Function's | {call - noop:.1f} |")
 
 if __name__ == '__main__': sys.exit(main())

@@ -13,13 +13,16 @@ With `--before REV` (a git checkout is needed), both time tables also time `cros
 interleaved with the other two in the same loop, so that "no slower than before" is one run's ratio.
 
 Last, the floor: one forward and backward at (50, 10) of each loss of bench/_floor.py (one op with no autograd
-`Function`, a no-op `Function`, and a 6-op `Function` on PyTorch's own kernels), in turns with both cross entropies.
+`Function`, a no-op `Function`, and a 6-op `Function` on PyTorch's own kernels), in turns with both cross entropies;
+then each of the lean route's 13 forward ops alone (bench/_floor.py's `lean_ops`, no autograd), and `exp_` alone on
+50 to 2560 numbers, on one thread and on all of them, in turns. An in-place op runs after a copy into its buffer,
+timed alone and taken off.
 """
 import argparse, json, statistics, subprocess, sys, time
 import torch, torch.nn.functional as F
 from miniai.losses import cross_entropy
 from _before import module_before
-from _floor import FLOOR
+from _floor import FLOOR, lean_ops
 
 SHAPES = [(50_000, 10), (8192, 1000), (2048, 32768)]
 SMALL = [(50, 10), (256, 10), (1000, 10), (4000, 10)]
@@ -126,5 +129,38 @@ def floor(reps):
     base = statistics.median(ts['F.cross_entropy'])
     for k, v in ts.items(): print(f"| {k} | {statistics.median(v)*1e6:.1f} | {statistics.median(v) / base:.2f} |")
     print("The lean route is 13 such ops in forward (its gradient included) and none in backward for g = 1.")
+    ops_alone(x, t, reps)
+
+def per_call(f, k=50):
+    "Seconds per call of `f`, over `k` calls back to back"
+    t0 = time.perf_counter()
+    for _ in range(k): f()
+    return (time.perf_counter() - t0) / k
+
+def ops_alone(x, t, reps):
+    "Each op of the lean route alone at (50, 10), and exp_ alone by size, on 1 thread and on all, in turns"
+    nt = torch.get_num_threads()
+    threads = sorted({1, nt})
+    ops = dict(lean_ops(x, t))
+    for n in (50, 100, 500, 2560): # exp_ by size: from how many numbers it hands work to other threads
+        b, src = torch.empty(n), torch.rand(n) - 1
+        ops[f'exp_ alone on {n} numbers'] = ((lambda b: lambda: b.exp_())(b), (lambda b, src: lambda: b.copy_(src))(b, src))
+    ts = {}
+    with torch.no_grad():
+        for _ in range(max(reps // 20, 5)):
+            for th in threads:
+                torch.set_num_threads(th)
+                for k, (op, reset) in ops.items():
+                    step = op if reset is None else lambda: (reset(), op())
+                    ts.setdefault((k, th), []).append(per_call(step) - (per_call(reset) if reset else 0))
+    torch.set_num_threads(nt)
+    med = {kt: statistics.median(v) * 1e6 for kt, v in ts.items()}
+    print("\nEach of the lean route's 13 forward ops alone at (50, 10), no autograd (median us per call; an in-place op's time"
+          " is less that of the copy that resets its buffer), on " + " and on ".join(f"{th} thread{'s' * (th > 1)}" for th in threads) + ":")
+    print("| op | " + " | ".join(f"us, {th} thread{'s' * (th > 1)}" for th in threads) + (f" | {nt} threads / 1 |" if nt > 1 else " |"))
+    print("|---|" + "---|" * (len(threads) + (nt > 1)))
+    for k in ops:
+        print(f"| `{k}` | " + " | ".join(f"{med[k, th]:.2f}" for th in threads) + (f" | {med[k, nt] / med[k, 1]:.2f} |" if nt > 1 else " |"))
+        if k == '.div_(n)': print("| the 13 together | " + " | ".join(f"{sum(med[o, th] for o in list(ops)[:13]):.1f}" for th in threads) + (" | |" if nt > 1 else " |"))
 
 if __name__ == '__main__': sys.exit(main())
