@@ -141,10 +141,11 @@ def ops_alone(x, t, reps):
     "Each op of the lean route alone at (50, 10), and exp_ alone by size, on 1 thread and on all, in turns"
     nt = torch.get_num_threads()
     threads = sorted({1, nt})
-    ops = dict(lean_ops(x, t))
+    lean, by_size = lean_ops(x, t), {}
     for n in (50, 100, 500, 2560): # exp_ by size: from how many numbers it hands work to other threads
         b, src = torch.empty(n), torch.rand(n) - 1
-        ops[f'exp_ alone on {n} numbers'] = ((lambda b: lambda: b.exp_())(b), (lambda b, src: lambda: b.copy_(src))(b, src))
+        by_size[f'exp_ alone on {n} numbers'] = (lambda b=b: b.exp_(), lambda b=b, src=src: b.copy_(src))
+    ops = {**lean, **by_size}
     ts = {}
     with torch.no_grad():
         for _ in range(max(reps // 20, 5)):
@@ -159,8 +160,9 @@ def ops_alone(x, t, reps):
           " is less that of the copy that resets its buffer), on " + " and on ".join(f"{th} thread{'s' * (th > 1)}" for th in threads) + ":")
     print("| op | " + " | ".join(f"us, {th} thread{'s' * (th > 1)}" for th in threads) + (f" | {nt} threads / 1 |" if nt > 1 else " |"))
     print("|---|" + "---|" * (len(threads) + (nt > 1)))
-    for k in ops:
-        print(f"| `{k}` | " + " | ".join(f"{med[k, th]:.2f}" for th in threads) + (f" | {med[k, nt] / med[k, 1]:.2f} |" if nt > 1 else " |"))
-        if k == '.div_(n)': print("| the 13 together | " + " | ".join(f"{sum(med[o, th] for o in list(ops)[:13]):.1f}" for th in threads) + (" | |" if nt > 1 else " |"))
+    row = lambda k: print(f"| `{k}` | " + " | ".join(f"{med[k, th]:.2f}" for th in threads) + (f" | {med[k, nt] / med[k, 1]:.2f} |" if nt > 1 else " |"))
+    for k in lean: row(k)
+    print(f"| the {len(lean)} together | " + " | ".join(f"{sum(med[k, th] for k in lean):.1f}" for th in threads) + (" | |" if nt > 1 else " |"))
+    for k in by_size: row(k)
 
 if __name__ == '__main__': sys.exit(main())
