@@ -15,13 +15,14 @@ thousands of instructions per call or per batch, and the ratio of each loss's co
   many validation rows, after an epoch of a tenth as many batches to warm up. The course MLP 784-50-10 is not trained
   (lr 0), so that every loss sees the same model.
 
-The losses are `F.cross_entropy`, miniai's, and those of bench/_floor.py. Instructions are not time: in an epoch of
-`fit` at bs 50, the lean route's extra instructions take two to four and a half times the time per instruction of the
-rest of the epoch (epoch ratios of 1.13 to 1.30 on this machine), and as long back to back as in the loop, so a loss's
-share of the instructions understates its share of the time. What counts give is a figure that does not move, for
-comparing one version of a loss with another.
+The losses are `F.cross_entropy`, miniai's, and those of bench/_floor.py (with its compiled C++ kernel where a
+compiler and ninja are found). Instructions are not time: in an epoch of `fit` at bs 50, the lean route's extra
+instructions take two to four and a half times the time per instruction of the rest of the epoch (epoch ratios of 1.13
+to 1.30 on this machine), and as long back to back as in the loop, so a loss's share of the instructions understates
+its share of the time. What counts give is a figure that does not move, for comparing one version of a loss with
+another.
 
-    python bench/instructions.py            # 33 processes under valgrind, 2 at a time: about 40 minutes on 2 cores
+    python bench/instructions.py            # 36 processes under valgrind, 2 at a time: about 45 minutes on 2 cores
     python bench/instructions.py --jobs 4
 """
 import argparse, concurrent.futures, contextlib, functools, io, os, shutil, subprocess, sys, tempfile

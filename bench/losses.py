@@ -13,7 +13,8 @@ With `--before REV` (a git checkout is needed), both time tables also time `cros
 interleaved with the other two in the same loop, so that "no slower than before" is one run's ratio.
 
 Last, the floor: one forward and backward at (50, 10) of each loss of bench/_floor.py (one op with no autograd
-`Function`, a no-op `Function`, and a 6-op `Function` on PyTorch's own kernels), in turns with both cross entropies;
+`Function`, a no-op `Function`, a 6-op `Function` on PyTorch's own kernels, and where a C++ compiler and ninja are
+found the lean route's formula compiled as one C++ `Function`), in turns with both cross entropies;
 then each of the lean route's 13 forward ops alone (bench/_floor.py's `lean_ops`, no autograd), and `exp_` alone on
 50 to 2560 numbers, on one thread and on all of them, in turns. An in-place op runs after a copy into its buffer,
 timed alone and taken off.

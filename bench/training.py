@@ -19,13 +19,14 @@ hidden size in `--acc-nh`, and we report the mean, min and max validation accura
 
 Where a step's time goes (`--parts-epochs`): a bare loop over the training set (no shuffle), one model that is not
 trained (lr 0), times the model, the loss's forward, the backward pass and the optimizer step of each batch. The
-batches go in blocks of 25 per loss, the losses in turns (the first 3 of a block left out): `F.cross_entropy`, miniai's
-loss, and the losses of bench/_floor.py that show what no Python route avoids: one op with no `autograd.Function`, a
-no-op `Function`, and a 6-op `Function` on PyTorch's own `log_softmax` and `nll_loss` kernels with the gradient by
-hand. We report median microseconds per batch, and the median over rounds (each loss's block once) of the ratio of a
-step's median time to that with `F.cross_entropy` in the same round, with its quartiles. At the end of each block, the
-same loss runs 25 forwards back to back on the block's last logits (the first 3 left out), with nothing between the
-calls: what a call costs in a hot loop, in the same run as the step it is compared with.
+batches go in blocks of 25 per loss, the losses in turns (the first 3 of a block left out): `F.cross_entropy`,
+miniai's loss, and the losses of bench/_floor.py that show what no Python route avoids: one op with no
+`autograd.Function`, a no-op `Function`, and a 6-op `Function` on PyTorch's own `log_softmax` and `nll_loss` kernels
+with the gradient by hand; and, where a C++ compiler and ninja are found, the lean route's formula compiled as one C++
+`Function` (what Python costs). We report median microseconds per batch, and the median over rounds (each loss's block
+once) of the ratio of a step's median time to that with `F.cross_entropy` in the same round, with its quartiles. At
+the end of each block, the same loss runs 25 forwards back to back on the block's last logits (the first 3 left out),
+with nothing between the calls: what a call costs in a hot loop, in the same run as the step it is compared with.
 
 Processes: the same epoch of `fit` (bs 50 in all) in one process, and in two processes under torchrun (gloo, bs 25
 each), each run a fresh launch, in turns. We report the median seconds of an epoch after the first (the launch and
