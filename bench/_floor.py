@@ -62,8 +62,8 @@ torch::Tensor ce(torch::Tensor x, torch::Tensor t) { return CE::apply(x, t); }
 """
 
 def compiled_ce():
-    "The lean route's mean cross entropy as one C++ autograd `Function`, built (about a minute, once) and cached by `load_inline`; None, saying why, where it cannot be built"
-    if not (shutil.which('c++') and cpp_extension.is_ninja_available()): return None # no compiler or no ninja: nothing to say
+    "The lean route's mean cross entropy as one C++ autograd `Function`, built (about a minute, once) and cached by `load_inline`; None without torch's C++ compiler or ninja, or, saying why, when the build fails"
+    if not (shutil.which(cpp_extension.get_cxx_compiler()) and cpp_extension.is_ninja_available()): return None # the compiler load_inline would use ($CXX, else c++)
     try: return cpp_extension.load_inline('miniai_bench_floor_ce', CE_CPP, functions=['ce'], extra_cflags=['-O3']).ce
     except (RuntimeError, OSError, ImportError) as e: # e.g. no Python headers for the compiler
         print(f"bench/_floor.py: no compiled kernel to compare, its build failed: {e}", file=sys.stderr)
