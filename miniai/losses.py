@@ -431,10 +431,11 @@ from torch.autograd.function import once_differentiable
 BLOCK_BYTES = 32 << 20 # the most memory one block of logits may take: 32 MiB
 
 def block_rows(V:int, # classes: the width of a row of logits
-               budget:int|None=None # bytes for one block of float32 logits (default: `BLOCK_BYTES`)
+               budget:int|None=None, # bytes for one block of logits (default: `BLOCK_BYTES`)
+               size:int=4 # bytes per logit: 4 for float32, 2 for bfloat16
               )->int:
-    "How many rows of float32 logits fit in the memory budget (at least one)"
-    return max(1, (BLOCK_BYTES if budget is None else budget) // (4 * V))
+    "How many rows of logits fit in the memory budget (at least one)"
+    return max(1, (BLOCK_BYTES if budget is None else budget) // (size * V))
 
 def _lce_blocks(x:Tensor, W:Tensor, b:Tensor|None, t:Tensor, w:Tensor|None, keep:Tensor|None, ls:float,
                 scale, need:tuple)->tuple:
@@ -489,30 +490,35 @@ def _lce_blocks(x:Tensor, W:Tensor, b:Tensor|None, t:Tensor, w:Tensor|None, keep
     return loss, dx, dW, db
 
 # %% ../nbs/05_linear_cross_entropy.ipynb #cbd4860f
+def _lce(x:Tensor, W:Tensor, b:Tensor|None, *args)->tuple:
+    "The blocks, with autocast off inside: in x's own precision where `_low` says so (the last section), else in float32 or float64"
+    with torch.autocast(x.device.type, enabled=False):
+        if _low(x, W, b): return _lce_blocks_low(x, W, b, *args)
+        return _lce_blocks(_up(x), _up(W), None if b is None else _up(b), *args)
+
 class LinearCrossEntropyFn(torch.autograd.Function):
-    "`linear_cross_entropy` with the gradients computed block by block in the forward pass; `opts` = (w, keep, ls, reduction, denom, need)"
+    "`linear_cross_entropy` with the gradients computed block by block in the forward pass; `opts` = (w, keep, ls, reduction, denom, need, out)"
     @staticmethod
     def forward(ctx, x, W, b, t, opts):
-        w, keep, ls, reduction, denom, need = opts
+        w, keep, ls, reduction, denom, need, out = opts
         eager = reduction != 'none' and any(need) # a scalar output: its gradient is known up to one factor, g
         scale = (1 / denom if denom else 0.) if reduction == 'mean' else 1.
-        xf, Wf, bf = _up(x), _up(W), (None if b is None else _up(b))
-        loss, *grads = _lce_blocks(xf, Wf, bf, t, w, keep, ls, scale, need if eager else (False,)*3)
+        loss, *grads = _lce(x, W, b, t, w, keep, ls, scale, need if eager else (False,)*3)
         ctx.grads, ctx.opts, ctx.scale = (grads if eager else None), opts, scale
         ctx.dtypes = [None if v is None else v.dtype for v in (x, W, b)]
         ctx.save_for_backward(x, W, b, t)
-        if reduction == 'none': return loss.to(x.dtype)
-        return (loss.sum() / denom if reduction == 'mean' else loss.sum()).to(x.dtype) # a mean over nothing is nan, as in torch
+        if reduction == 'none': return loss.to(out)
+        return (loss.sum() / denom if reduction == 'mean' else loss.sum()).to(out) # a mean over nothing is nan, as in torch
 
     @staticmethod
     @once_differentiable
     def backward(ctx, g):
-        w, keep, ls, reduction, denom, need = ctx.opts
+        w, keep, ls, reduction, denom, need, out = ctx.opts
         grads, ctx.grads = ctx.grads, None # handed over (no copy); a second backward recomputes them
         if grads is None: # 'none' (each row has its own factor in g), or a second backward: the blocks again
             x, W, b, t = ctx.saved_tensors
             scale = _up(g) if reduction == 'none' else ctx.scale # as in forward, so a second backward gives the same bits
-            _, *grads = _lce_blocks(_up(x), _up(W), None if b is None else _up(b), t, w, keep, ls, scale, need)
+            _, *grads = _lce(x, W, b, t, w, keep, ls, scale, need)
         if reduction != 'none' and g.item() != 1: grads = [None if v is None else v.mul_(g.item()) for v in grads]
         return (*[None if v is None else v.to(dt) for v, dt in zip(grads, ctx.dtypes)], None, None)
 
@@ -539,9 +545,15 @@ def linear_cross_entropy(input:Tensor, # features: (N, in_features) or (in_featu
         raise RuntimeError(f"linear_bias must have shape ({V},), one value per class, got {tuple(linear_bias.shape)}")
     if target.requires_grad:
         raise RuntimeError("linear_cross_entropy computes no gradient for the target: pass target.detach()")
+    amp = torch.is_autocast_enabled(input.device.type) # as F.linear under autocast: the matmuls in its dtype, the loss in float32
+    if amp:
+        dt = torch.get_autocast_dtype(input.device.type)
+        input, linear_weight, linear_bias = (v.to(dt) if v is not None and v.dtype in (torch.float32, *_LOW) else v
+                                             for v in (input, linear_weight, linear_bias))
+        if weight is not None and input.dtype in _LOW: weight = weight.float() # autocast runs cross_entropy in float32
     unbatched = input.dim() == 1
     x = input[None] if unbatched else input
-    _check_weight(weight, x.new_empty(0, V))
+    _check_weight(weight, x.new_empty(0, V, dtype=torch.float32 if amp and x.dtype in _LOW else x.dtype))
     ii = -100 if ignore_index is None else ignore_index
     if target.is_floating_point() and target.shape == (*input.shape[:-1], V): # class probabilities
         _check_no_ignore(ii)
@@ -553,7 +565,8 @@ def linear_cross_entropy(input:Tensor, # features: (N, in_features) or (in_featu
         wt = None if weight is None else _up(weight)[t]
         denom = (len(t) if keep is None else keep.sum().item()) if wt is None else (wt if keep is None else torch.where(keep, wt, 0)).sum().item()
     need = tuple(torch.is_grad_enabled() and v is not None and v.requires_grad for v in (input, linear_weight, linear_bias))
-    opts = (None if weight is None else _up(weight), keep, float(label_smoothing), reduction, denom, need)
+    out = torch.float32 if amp and x.dtype in _LOW else x.dtype
+    opts = (None if weight is None else _up(weight), keep, float(label_smoothing), reduction, denom, need, out)
     loss = LinearCrossEntropyFn.apply(x, linear_weight, linear_bias, t, opts)
     return loss[0] if unbatched and reduction == 'none' else loss
 
@@ -580,3 +593,93 @@ class LinearCrossEntropyLoss(nn.Module):
     def forward(self, input:Tensor, target:Tensor)->Tensor:
         return linear_cross_entropy(input, self.linear.weight, target, linear_bias=self.linear.bias, weight=self.weight,
                                     reduction=self.reduction, ignore_index=self.ignore_index, label_smoothing=self.label_smoothing)
+
+# %% ../nbs/05_linear_cross_entropy.ipynb #70238ba2
+def _low(x:Tensor, W:Tensor, b:Tensor|None)->bool:
+    "Whether the blocks run in the inputs' own precision: bfloat16 anywhere, float16 on CUDA (both have fast matmuls there)"
+    dt = x.dtype
+    return (dt == torch.bfloat16 or dt == torch.float16 and x.is_cuda) and W.dtype == dt and (b is None or b.dtype == dt)
+
+_LOW_ROWS = 512 # the fewest rows a low-precision block has: each block reads and writes all of dW once, fewer rows make that cost more than the block's matmuls
+
+def _lce_blocks_low(x:Tensor, W:Tensor, b:Tensor|None, t:Tensor, w:Tensor|None, keep:Tensor|None, ls:float,
+                    scale, need:tuple)->tuple:
+    """`_lce_blocks` for bfloat16 (or CUDA float16) `x`, `W`, `b`: the three matmuls of a block run in that precision,
+    the row max, exponentials, sums, log-sum-exp and losses in float32. With E = exp(z - m) stored over the block's
+    logits, G = r * E - Y: the softmax part goes through the low-precision matmuls, the targets' part Y is applied in
+    float32 (sparse for class indices, rank one for smoothing, dense for probabilities)."""
+    N, D, V = *x.shape, W.shape[0]
+    probs, R, lo, f32 = t.is_floating_point(), max(block_rows(V, size=x.element_size()), _LOW_ROWS), x.dtype, torch.float32
+    loss = x.new_empty(N, dtype=f32)
+    dx = torch.empty_like(x) if need[0] else None
+    dW = (torch.empty_like(W) if N else torch.zeros_like(W)) if need[1] else None # the first block writes it
+    db = x.new_zeros(V, dtype=f32) if need[2] and b is not None else None
+    wsum = V if w is None else w.sum()
+    z_all = x.new_empty(min(R, N), V) # the block of logits, in x's dtype; then E
+    cols = max(1, _CHUNK // max(1, min(R, N))) # columns of a tile: 1 MB of float32, which the caches hold
+    e_all = x.new_empty(min(R, N), min(cols, V), dtype=f32)
+    if need[1] and not probs: # the targets' part of dW, in float32: one row per distinct target
+        tu, tinv = torch.unique(t, return_inverse=True); dWt = x.new_zeros(len(tu), D, dtype=f32)
+    if ls and not probs: u, cs = x.new_zeros(D, dtype=f32), 0. # the smoothing part of dW is w (outer) u, of db w * cs
+    if ls and not probs and need[0]: # w @ W, in float32 a chunk of rows at a time
+        wW = sum((W[k:k+R].float() * (1 if w is None else w[k:k+R, None])).sum(0) for k in range(0, V, R))
+    for i in range(0, N, R):
+        j = min(i + R, N); xb, z = x[i:j], z_all[:j-i]
+        if b is None: torch.mm(xb, W.t(), out=z)
+        else: torch.addmm(b, xb, W.t(), out=z)
+        m = z.amax(1, keepdim=True).float()
+        if probs:
+            q = t[i:j] * (1 - ls) + ls / V if ls else t[i:j]
+            if w is not None: q = q * w
+            qs, qz = q.sum(1, keepdim=True), 0.
+        else:
+            tb = t[i:j, None]
+            zt = z.gather(1, tb).float()
+            a = x.new_full((j-i, 1), 1 - ls, dtype=f32) if w is None else (1 - ls) * w[tb]
+            if keep is not None: a = a * keep[i:j, None]
+            if ls: c, wz = (x.new_full((j-i, 1), ls / V, dtype=f32) if keep is None else keep[i:j, None] * (ls / V)), 0.
+        s = 0.
+        for k in range(0, V, cols): # a tile at a time, in float32: z - m, the dot products with targets, exp, sums
+            zk = z[:, k:k+cols]; e = e_all[:j-i, :zk.shape[1]].copy_(zk).sub_(m)
+            if probs: qz = qz + (q[:, k:k+cols] * e).sum(1, keepdim=True)
+            elif ls: wz = wz + (e.sum(1, keepdim=True) if w is None else e @ w[k:k+cols, None])
+            s = s + e.exp_().sum(1, keepdim=True)
+            if any(need): zk.copy_(e) # E, rounded once to x's dtype
+        lse = s.log() + m
+        if probs: lb = lse * qs - (qz + m * qs)
+        else:
+            lb = a * (lse - zt)
+            if ls: lb = lb + c * (wsum * lse - (wz + m * wsum))
+            if keep is not None: lb = torch.where(keep[i:j, None], lb, 0)
+        loss[i:j] = lb.squeeze(1)
+        if not any(need): continue
+        sc = scale if not torch.is_tensor(scale) or scale.dim() == 0 else scale[i:j, None]
+        f = qs if probs else (a + c * wsum if ls else a)
+        r = f * sc / s # G = r * E - sc * Y': E goes through the matmuls, its row factor r is applied in float32
+        if not probs: # the target's entry of G exactly, in float32, and none of it in E (no cancellation across the two)
+            g_t = r * (zt - m).exp() - sc * a
+            z[torch.arange(j-i), tb[:, 0]] = 0
+            if ls: cs = cs + (sc * c).sum().item()
+        if dx is not None:
+            dxb = torch.mm(z, W).float().mul_(r)
+            if probs: dxb -= torch.mm(q.to(lo), W).float() * sc
+            else:
+                dxb += g_t * W[tb[:, 0]].float()
+                if ls: dxb -= (sc * c) * wW
+            dx[i:j] = dxb
+        if dW is not None:
+            torch.addmm(dW, z.t(), (xb * r).to(lo), beta=1 if i else 0, out=dW)
+            if probs: dW.addmm_(q.to(lo).t(), (xb * sc).to(lo), alpha=-1)
+            else:
+                dWt.index_add_(0, tinv[i:j], g_t * xb)
+                if ls: u += ((sc * c) * xb).sum(0)
+        if db is not None:
+            db += torch.mv(z.t(), r[:, 0].to(lo)).float()
+            if probs: db -= (q * sc).sum(0)
+            else: db.index_add_(0, tb[:, 0], g_t[:, 0])
+    if dW is not None and not probs: # the float32 parts of dW, added to the rows they touch, rounded once more
+        if ls:
+            for k in range(0, V, R): dW[k:k+R] = dW[k:k+R].float() - (1 if w is None else w[k:k+R, None]) * u
+        dW[tu] = (dW[tu].float() + dWt).to(lo)
+    if db is not None and ls and not probs: db -= (1 if w is None else w) * cs
+    return loss, dx, dW, None if db is None else db.to(lo)

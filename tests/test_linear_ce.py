@@ -33,10 +33,25 @@ def run(f, xs, t, hi=None, **kw):
     grads = torch.autograd.grad(out, req, g.to(out.dtype)) if out.numel() else [torch.zeros_like(v) for v in req]
     return out.detach(), list(grads)
 
+LOW_TOL = 2**-6 # bfloat16: relative Frobenius error against float64, four times the 2**-8 of one rounding
+
+def rel_err(o, truth):
+    "Relative Frobenius error of `o` against the float64 `truth` (nan where the truth is nan; 0 for an exact zero truth)"
+    o, truth = o.double(), truth.double()
+    assert torch.equal(o.isnan(), truth.isnan())
+    o, truth = o.nan_to_num(), truth.nan_to_num()
+    n = truth.norm()
+    return ((o - truth).norm() / n).item() if n else (float('inf') if o.any() else 0.)
+
 def compare(xs, t, dtype, **kw):
+    "float32 and float64: element by element, the same as torch or closer to float64; bfloat16: the issue's norm, within LOW_TOL"
     o, go = run(L.linear_cross_entropy, xs, t, **kw)
     r, gr = run(F.linear_cross_entropy, xs, t, **kw)
     h, gh = run(F.linear_cross_entropy, xs, t, hi=dtype, **kw)
+    if dtype == torch.bfloat16: # rounded to bfloat16 in different places, two routes are not closer element by element
+        assert o.dtype == r.dtype and o.shape == r.shape and all(a.dtype == b.dtype for a, b in zip(go, gr))
+        for a, c, n in zip([o, *go], [h, *gh], ['value', *'xWb']): assert rel_err(a, c) <= LOW_TOL, (n, kw, rel_err(a, c))
+        return
     same_or_closer(o, r, h.to(o.dtype) if dtype == torch.float64 else h, dtype, f'value {kw}')
     for a, b, c, n in zip(go, gr, gh, 'xWb'): same_or_closer(a, b, c, dtype, f'gradient of {n} {kw}')
 
@@ -47,6 +62,7 @@ CASES = list(itertools.product([(37, 16, 50), (None, 16, 50), (5, 8, 3)], [False
 @pytest.mark.parametrize('opts', [dict(), dict(w=True), dict(ls=0.2), dict(w=True, ls=0.1, ignore=2), dict(bias=False, ignore=-100)])
 def test_matches_torch(dtype, shape, soft, red, opts, monkeypatch):
     monkeypatch.setattr(L, 'BLOCK_BYTES', 4 * shape[2] * 4) # 4 rows a block: many blocks, and a ragged last one
+    monkeypatch.setattr(L, '_LOW_ROWS', 1) # bfloat16's blocks too
     N, D, V = shape
     ignore = None if soft else opts.get('ignore')
     xs, t, cw = problem(N, D, V, dtype, soft=soft, bias=opts.get('bias', True), w=opts.get('w', False), ignore=ignore)
@@ -168,3 +184,60 @@ def test_module_trains_in_fit():
     res = fit(8, model, head, opt, *get_dls(Dataset(x[:500], y[:500]), Dataset(x[500:], y[500:]), 20), progress=False,
               metric=lambda h, yb: accuracy(head.linear(h), yb))
     assert res.history.epochs[-1]['train_loss'] < 0.5 * res.history.epochs[0]['train_loss'] and res[1] > 0.8
+
+def lse_in_bf16(x, W, t):
+    "A wrong formula for bfloat16: the sum of exponentials added up in bfloat16, one class at a time (the loss only)"
+    z = (x @ W.t()).float(); m = z.amax(1, keepdim=True)
+    s = torch.zeros(len(z), 1, dtype=torch.bfloat16)
+    for c in (z - m).exp().bfloat16().t(): s += c[:, None]
+    return (s.float().log() + m - z.gather(1, t[:, None])).mean()
+
+@pytest.mark.parametrize('scale', [1, 8])
+def test_bfloat16_accuracy(scale, monkeypatch):
+    "Against float64 on the same bfloat16 inputs, several blocks: within the tolerance a float32 route also meets and a bfloat16 log-sum-exp does not"
+    monkeypatch.setattr(L, '_LOW_ROWS', 64)
+    monkeypatch.setattr(L, 'BLOCK_BYTES', 64 * 4096 * 2) # 64 rows of bfloat16 logits: 4 blocks
+    g = torch.Generator().manual_seed(0)
+    x, W = torch.randn(256, 64, generator=g).bfloat16(), (torch.randn(4096, 64, generator=g) * scale / 8).bfloat16()
+    t = torch.randint(0, 4096, (256,), generator=g)
+    def run(dtype, f=L.linear_cross_entropy):
+        xs, Ws = x.to(dtype, copy=True).requires_grad_(), W.to(dtype, copy=True).requires_grad_()
+        loss = f(xs, Ws, t); loss.backward()
+        return loss.detach(), xs.grad, Ws.grad
+    truth = run(torch.float64, F.linear_cross_entropy)
+    tol = [2**-8, *[2**-9 * (1 + scale * 4)] * 2] # the loss: one rounding; gradients: rounding of logits of up to ~4 scale
+    for dtype in (torch.bfloat16, torch.float32):
+        ours = run(dtype)
+        assert ours[0].dtype == dtype and ours[2].dtype == dtype
+        for o, h, tl, n in zip(ours, truth, tol, ['loss', 'dx', 'dW']): assert rel_err(o, h) <= tl, (dtype, n, rel_err(o, h), tl)
+    if scale == 1: assert rel_err(lse_in_bf16(x, W, t), truth[0]) > tol[0] # thousands of like terms: a bfloat16 sum stalls
+
+def test_bfloat16_takes_its_route_and_others_do_not(monkeypatch):
+    "bfloat16 runs the low-precision blocks; float32, float64, float16 on the CPU and mixed dtypes the float32/64 blocks, as before"
+    seen = []
+    for name in ('_lce_blocks', '_lce_blocks_low'):
+        real = getattr(L, name)
+        monkeypatch.setattr(L, name, lambda *a, real=real, name=name: seen.append(name) or real(*a))
+    x, W, t = torch.randn(5, 3), torch.randn(7, 3), torch.tensor([0, 1, 6, 2, 2])
+    for xd, Wd in [(torch.bfloat16,)*2, (torch.float32,)*2, (torch.float64,)*2, (torch.float16,)*2, (torch.bfloat16, torch.float32)]:
+        L.linear_cross_entropy(x.to(xd), W.to(Wd), t)
+    assert seen == ['_lce_blocks_low'] + ['_lce_blocks'] * 4
+    x, W = x.half(), W.half() # float16 on the CPU: computed in float32, as before
+    torch.testing.assert_close(L.linear_cross_entropy(x, W, t), L.linear_cross_entropy(x.float(), W.float(), t).half(), rtol=0, atol=0)
+
+@pytest.mark.parametrize('module', [False, True])
+def test_autocast_casts_as_F_linear(module):
+    "Under CPU autocast: the matmuls in bfloat16, the loss in float32 as torch's, float32 gradients through the casts"
+    torch.manual_seed(0)
+    x, t = torch.randn(40, 16, requires_grad=True), torch.randint(0, 300, (40,))
+    head = L.LinearCrossEntropyLoss(16, 300, bias=True, label_smoothing=0.1)
+    f = head if module else lambda x, t: L.linear_cross_entropy(x, head.linear.weight, t, linear_bias=head.linear.bias, label_smoothing=0.1)
+    with torch.autocast('cpu', dtype=torch.bfloat16): loss = f(x, t)
+    with torch.autocast('cpu', dtype=torch.bfloat16): ref = F.linear_cross_entropy(x, head.linear.weight, t, linear_bias=head.linear.bias, label_smoothing=0.1)
+    assert loss.dtype == ref.dtype == torch.float32
+    loss.backward()
+    assert x.grad.dtype == head.linear.weight.grad.dtype == head.linear.bias.grad.dtype == torch.float32
+    low = L.linear_cross_entropy(*(v.detach().bfloat16().requires_grad_() for v in (x, head.linear.weight)), t,
+                                 linear_bias=head.linear.bias.detach().bfloat16().requires_grad_(), label_smoothing=0.1)
+    assert loss.bfloat16() == low # the bfloat16 route, its float32 loss not yet rounded
+    torch.testing.assert_close(loss, ref, rtol=2**-7, atol=0)
