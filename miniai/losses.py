@@ -609,7 +609,8 @@ def _lce_blocks_low(x:Tensor, W:Tensor, b:Tensor|None, t:Tensor, w:Tensor|None, 
     logits, G = r * E - Y: the softmax part goes through the low-precision matmuls, the targets' part Y is applied in
     float32 (sparse for class indices, rank one for smoothing, dense for probabilities)."""
     N, D, V = *x.shape, W.shape[0]
-    probs, R, lo, f32 = t.is_floating_point(), max(block_rows(V, size=x.element_size()), _LOW_ROWS), x.dtype, torch.float32
+    # rows of a block: what BLOCK_BYTES holds, but at least _LOW_ROWS and at least D, so that a block of logits may be as large as dW
+    probs, R, lo, f32 = t.is_floating_point(), max(block_rows(V, size=x.element_size()), _LOW_ROWS, D), x.dtype, torch.float32
     loss = x.new_empty(N, dtype=f32)
     dx = torch.empty_like(x) if need[0] else None
     dW = (torch.empty_like(W) if N else torch.zeros_like(W)) if need[1] else None # the first block writes it
