@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_training.ipynb #e5d2be3d
 from __future__ import annotations
-import itertools, math, os, sys, tempfile, time
+import itertools, math, os, pickle, sys, tempfile, time
 from datetime import timedelta
 from pathlib import Path
 import torch
@@ -355,11 +355,20 @@ def save_weights(model:nn.Module, # the model (its `state_dict` is saved)
     with replacing(path) as tmp: torch.save(model.state_dict(), tmp)
     return Path(path)
 
+def _first_line(e:Exception)->str:
+    "An exception in one short line: its type and the first sentence of its message"
+    return f"{type(e).__name__}: {str(e).strip().split(chr(10))[0].split('. ')[0][:200]}"
+
 def load_weights(model:nn.Module, # the model to load into
                  path # a file written by `save_weights`
                 )->nn.Module:
     "Load weights saved by `save_weights` into `model`, refusing anything but tensors (`weights_only=True`)"
-    model.load_state_dict(torch.load(path, weights_only=True))
+    try: sd = torch.load(path, weights_only=True)
+    except FileNotFoundError: raise
+    except Exception as e: # truncated, not a torch file, or a pickle that would run code: say which file, keep the type
+        kind = type(e) if type(e) in (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) else RuntimeError
+        raise kind(f"{path} cannot be read as weights saved by save_weights ({_first_line(e)}); nothing was loaded") from e
+    model.load_state_dict(sd)
     return model
 
 # %% ../nbs/04_training.ipynb #3b9701dc
@@ -381,13 +390,16 @@ def init_distributed()->torch.device:
     return dev
 
 # %% ../nbs/06_callbacks.ipynb #cf761a29
-import copy
+import copy, numbers
 
 # %% ../nbs/06_callbacks.ipynb #d04778d9
 class Schedule(Callback):
     "Step a `torch.optim.lr_scheduler` object after each optimizer step, and record every batch's learning rate and momentum"
     def __init__(self, scheduler # e.g. `OneCycleLR(opt, max_lr, total_steps=epochs * len(train_dl))`
-                ): self.sched, self.lrs, self.moms = scheduler, [], []
+                ):
+        if not all(callable(getattr(scheduler, m, None)) for m in ('step', 'state_dict', 'load_state_dict')):
+            raise TypeError(f"Schedule takes a torch.optim.lr_scheduler object (with step, state_dict and load_state_dict), got {type(scheduler).__name__}: {scheduler!r}")
+        self.sched, self.lrs, self.moms = scheduler, [], []
     def after_step(self, run):
         g = run.opt.param_groups[0]
         self.lrs.append(g['lr']); self.moms.append(g['betas'][0] if 'betas' in g else g.get('momentum', 0.))
@@ -407,7 +419,11 @@ class GradClip(Callback):
     "Scale the gradients down so that their total norm is at most `max_norm`, after each backward pass; `norms` records the norms before"
     def __init__(self, max_norm:float, # the largest total norm allowed
                  norm_type:float=2. # which p-norm
-                ): self.max_norm, self.norm_type, self.norms = max_norm, norm_type, []
+                ):
+        for k, v in (('max_norm', max_norm), ('norm_type', norm_type)):
+            if not isinstance(v, numbers.Real) or isinstance(v, bool): raise TypeError(f"GradClip's {k} must be a number, got {type(v).__name__}: {v!r}")
+        if not max_norm >= 0: raise ValueError(f"GradClip's max_norm must be at least 0, got {max_norm}")
+        self.max_norm, self.norm_type, self.norms = max_norm, norm_type, []
     def after_backward(self, run):
         if getattr(run, 'scaler', None): run.scaler.unscale_(run.opt) # float16: clip the true gradients, not the scaled ones
         params = [p for g in run.opt.param_groups for p in g['params']]
@@ -421,6 +437,9 @@ class EarlyStopping(Callback):
                  min_delta:float=0., # the least change that counts as an improvement
                  mode:str|None=None # 'min' or 'max' (default: 'max' for accuracies, else 'min')
                 ):
+        if not isinstance(monitor, str): raise TypeError(f"monitor must be a key of the history such as 'valid_loss', got {type(monitor).__name__}: {monitor!r}")
+        if not isinstance(patience, int) or isinstance(patience, bool): raise TypeError(f"patience must be a whole number of epochs, got {type(patience).__name__}: {patience!r}")
+        if not isinstance(min_delta, numbers.Real) or isinstance(min_delta, bool): raise TypeError(f"min_delta must be a number, got {type(min_delta).__name__}: {min_delta!r}")
         if patience < 0: raise ValueError(f"patience must be at least 0, got {patience}")
         self.monitor, self.patience, self.min_delta, self.mode = monitor, patience, min_delta, mode or ('max' if 'acc' in monitor else 'min')
         if self.mode not in ('min', 'max'): raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
@@ -520,7 +539,19 @@ def lr_find(model, # the model to test
 
 # %% ../nbs/06_callbacks.ipynb #90c2dd49
 class CheckpointError(RuntimeError):
-    "A checkpoint that does not fit this run; nothing of it was loaded"
+    "A checkpoint that cannot be read or written, or does not fit this run; nothing of it was loaded, and the file was kept"
+
+def _writable(out:Path):
+    "Create the folder `out` and a temporary file in it: `OSError` if either cannot be done"
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryFile(dir=out): pass
+
+def _load_checkpoint(path:Path)->dict:
+    "The checkpoint at `path`, tensors and plain data only (no code runs from the file); `CheckpointError` naming the file if it cannot be read"
+    try: return torch.load(path, weights_only=True)
+    except Exception as e: # truncated, not a torch file, or a pickle that would run code
+        raise CheckpointError(f"{path} cannot be read as a checkpoint ({_first_line(e)}). Nothing was loaded and the file was kept: "
+                              "delete it, or give another path, to start afresh") from None
 
 _GENERATORS = {'loader': lambda dl: getattr(dl, 'generator', None), 'sampler': lambda dl: getattr(getattr(dl, 'sampler', None), 'generator', None)}
 
@@ -568,6 +599,8 @@ class Checkpoint(Callback):
     def __init__(self, path, # the checkpoint file, which every process can read
                  every:int|None=None # also save every `every` training batches
                 ):
+        if not isinstance(path, (str, os.PathLike)): raise TypeError(f"Checkpoint's path must be a str or a Path, got {type(path).__name__}: {path!r}")
+        if every is not None and (not isinstance(every, int) or isinstance(every, bool)): raise TypeError(f"every must be a whole number of batches, got {type(every).__name__}: {every!r}")
         if every is not None and every < 1: raise ValueError(f"every must be at least 1, got {every}")
         self.path, self.every, self.rng_epoch, self.pending = Path(path), every, None, (None, None)
 
@@ -585,8 +618,10 @@ class Checkpoint(Callback):
             with replacing(self.path) as tmp: torch.save(ck, tmp)
 
     def before_fit(self, run):
+        try: _writable(self.path.parent) # fail now, not at the first save
+        except OSError as e: raise CheckpointError(f"cannot write checkpoints to {self.path}: {e.strerror or e}; expected a folder this process can create files in") from None
         if not self.path.exists(): return
-        ck = torch.load(self.path, weights_only=True) # tensors and plain data only: no code runs from the file
+        ck = _load_checkpoint(self.path)
         if why := _mismatch(ck, run):
             raise CheckpointError(f"{self.path} does not fit this run: {why}. Nothing was loaded: delete the file, or give another path, to start afresh")
         run.model.load_state_dict(ck['model'])
@@ -664,11 +699,6 @@ def train_mnist(epochs:int=5, # passes over the 50,000 training images
     return res
 
 # %% ../nbs/06_callbacks.ipynb #57270cf8
-def _writable(out:Path):
-    "Create the folder `out` and a temporary file in it: `OSError` if either cannot be done"
-    out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryFile(dir=out): pass
-
 def _usage_error(args:dict)->str|None:
     "What is wrong with `miniai-mnist`'s flags, found before any data is loaded or any batch trained; None if nothing"
     for k in ('epochs', 'bs', 'nh'):
@@ -681,6 +711,9 @@ def _usage_error(args:dict)->str|None:
         if not args[k]: continue
         try: _writable(Path(args[k]) if k == 'out' else Path(args[k]).parent)
         except OSError as e: return f"argument --{k}: cannot write to {args[k]}: {e.strerror or e}"
+    if args['checkpoint'] and Path(args['checkpoint']).exists(): # a file that cannot be read is a bad flag: say so before any work
+        try: _load_checkpoint(Path(args['checkpoint']))
+        except CheckpointError as e: return f"argument --checkpoint: {e}"
     try: mnist_file(args['data'])
     except FileNotFoundError as e: return str(e)
 

@@ -243,8 +243,45 @@ class _Evil:
 def test_checkpoint_runs_no_code(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     torch.save({'format': 'miniai-checkpoint-1', 'x': _Evil()}, tmp_path/'ck.pt')
-    with pytest.raises(Exception, match='Weights only load failed'): tiny_fit([Checkpoint(tmp_path/'ck.pt')])
+    with pytest.raises(CheckpointError, match='cannot be read as a checkpoint'): tiny_fit([Checkpoint(tmp_path/'ck.pt')])
     assert not (tmp_path/'pwned').exists()
+
+def unreadable(path, kind):
+    "Write a checkpoint file that a safe load cannot read: random bytes, a truncated checkpoint, or a pickle holding code"
+    if kind == 'random bytes': path.write_bytes(random.Random(0).randbytes(4000))
+    elif kind == 'truncated':
+        ck_run(path, 'BatchLoader', epochs=1); path.write_bytes(path.read_bytes()[:3000])
+    else: torch.save({'format': 'miniai-checkpoint-1', 'x': _Evil()}, path)
+    return path.read_bytes()
+
+@pytest.mark.parametrize('kind', ['random bytes', 'truncated', 'code'])
+def test_unreadable_checkpoint_is_one_clear_error(tmp_path, kind, monkeypatch):
+    "fit stops before any batch with a CheckpointError that names the file and what to do; no code runs; the file is kept"
+    monkeypatch.chdir(tmp_path)
+    ck = tmp_path/'ck.pt'; before = unreadable(ck, kind)
+    r = Record()
+    with pytest.raises(CheckpointError) as e: tiny_fit([Checkpoint(ck), r])
+    assert str(e.value).startswith(f"{ck} cannot be read as a checkpoint (") and 'delete it, or give another path' in str(e.value)
+    assert '\n' not in str(e.value) and 'before_batch' not in r.seen
+    assert ck.read_bytes() == before and not (tmp_path/'pwned').exists()
+
+def test_checkpoint_folder_that_cannot_be_written_fails_before_training():
+    r = Record()
+    with pytest.raises(CheckpointError, match=r'cannot write checkpoints to /proc/nope/ck.pt: .*expected a folder'):
+        tiny_fit([Checkpoint('/proc/nope/ck.pt', every=2), r])
+    assert 'before_batch' not in r.seen
+
+@pytest.mark.parametrize('make,typ,msg', [
+    (lambda: Schedule(42), TypeError, r'Schedule takes a torch.optim.lr_scheduler object .*got int: 42'),
+    (lambda: GradClip('1'), TypeError, r"GradClip's max_norm must be a number, got str: '1'"),
+    (lambda: GradClip(-1.), ValueError, r"GradClip's max_norm must be at least 0, got -1.0"),
+    (lambda: EarlyStopping(patience='2'), TypeError, r"patience must be a whole number of epochs, got str: '2'"),
+    (lambda: EarlyStopping(monitor=3), TypeError, r"monitor must be a key of the history"),
+    (lambda: Checkpoint(42), TypeError, r"Checkpoint's path must be a str or a Path, got int: 42"),
+    (lambda: Checkpoint('x.pt', every=1.5), TypeError, r'every must be a whole number of batches, got float: 1.5'),
+])
+def test_callbacks_check_their_arguments_when_built(make, typ, msg):
+    with pytest.raises(typ, match=msg): make()
 
 def test_checkpoint_rejects_bad_every():
     with pytest.raises(ValueError, match='every must be at least 1, got 0'): Checkpoint('x.pt', every=0)

@@ -6,10 +6,13 @@ import pytest
 TORCHRUN = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2', '--no-python']
 NO_NET = 'http://127.0.0.1:9/mnist.pkl.gz' # the discard port: nothing listens, so the download fails at once
 
-def run(cmd, timeout=120, **env):
+# a pickle that would run `touch pwned` when loaded without weights_only (protocol 2: os.system('touch pwned'))
+EVIL = b'\x80\x02cposix\nsystem\nq\x00X\x0b\x00\x00\x00touch pwnedq\x01\x85q\x02Rq\x03.'
+
+def run(cmd, timeout=120, cwd=None, **env):
     "Run `cmd`: (exit code, stdout, stderr, seconds)"
     t0 = time.perf_counter()
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env={**os.environ, 'OMP_NUM_THREADS': '1', **env})
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=cwd, env={**os.environ, 'OMP_NUM_THREADS': '1', **env})
     return p.returncode, p.stdout, p.stderr, time.perf_counter() - t0
 
 def error_lines(err): return [l for l in err.splitlines() if 'error:' in l]
@@ -84,6 +87,20 @@ def test_checkpoint_of_another_run_is_one_clear_error(tmp_path, mnist_dir):
     assert code == 1 and 'Traceback' not in out + err and 'epoch 0' not in out, err
     [line] = error_lines(err)
     assert 'does not fit this run: its model has other shapes: 0.weight (50, 784), here (20, 784)' in line
+
+@pytest.mark.parametrize('kind', ['random bytes', 'truncated', 'code'])
+def test_unreadable_checkpoint_is_a_usage_error(tmp_path, kind, mnist_dir):
+    "A file at --checkpoint that a safe load cannot read: one line, exit 2, before any work, no code run, the file kept"
+    ck = tmp_path/'ck.pt'
+    if kind == 'random bytes': ck.write_bytes(os.urandom(4000))
+    elif kind == 'truncated': ck.write_bytes(b'PK\x03\x04' + os.urandom(100))
+    else: ck.write_bytes(EVIL)
+    before = ck.read_bytes()
+    code, out, err, _ = run(['miniai-mnist', '--epochs', '1', '--out', str(tmp_path), '--checkpoint', str(ck)], cwd=tmp_path)
+    assert code == 2 and 'Traceback' not in out + err and 'epoch 0' not in out, err
+    [line] = error_lines(err)
+    assert f'argument --checkpoint: {ck} cannot be read as a checkpoint (' in line and 'delete it, or give another path' in line
+    assert ck.read_bytes() == before and not (tmp_path/'pwned').exists()
 
 @pytest.mark.parametrize('bad', [['--epochs', '0'], ['--bs', '0'], ['--lr', '-1'], ['--out', '/proc/nope'], ['--epochs', 'abc']])
 def test_usage_errors_under_torchrun(tmp_path, bad, mnist_dir):

@@ -141,8 +141,12 @@ def test_weights_roundtrip_and_refuse_code(tmp_path):
     class Evil:
         def __reduce__(self): return (os.system, (f"touch {tmp_path/'pwned'}",))
     torch.save({'0.weight': Evil()}, tmp_path/'evil.pt')
-    with pytest.raises(pickle.UnpicklingError): load_weights(b, tmp_path/'evil.pt')
+    with pytest.raises(pickle.UnpicklingError, match=f"{tmp_path/'evil.pt'} cannot be read as weights saved by save_weights"): load_weights(b, tmp_path/'evil.pt')
     assert not (tmp_path/'pwned').exists()
+    (tmp_path/'junk.pt').write_bytes(os.urandom(1000))
+    with pytest.raises(pickle.UnpicklingError, match=f"{tmp_path/'junk.pt'} cannot be read"): load_weights(b, tmp_path/'junk.pt')
+    (tmp_path/'cut.pt').write_bytes((tmp_path/'w'/'a.pt').read_bytes()[:500])
+    with pytest.raises(RuntimeError, match=f"{tmp_path/'cut.pt'} cannot be read .*PytorchStreamReader"): load_weights(b, tmp_path/'cut.pt')
 
 def test_mnist_main(mnist_dir, tmp_path, capsys):
     assert mnist_main(['--epochs', '1', '--out', str(tmp_path), '--data', str(mnist_dir), '--nh', '20']) == 0
