@@ -112,7 +112,7 @@ def accuracy_table(shapes, scales):
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--dtype', default='float32', choices=['float32', 'bfloat16'])
-    p.add_argument('--rounds', type=int, default=3, help='fresh-process measurements of each route per shape')
+    p.add_argument('--rounds', type=int, help='fresh-process measurements of each route per shape (default: 3 for float32, 5 for bfloat16)')
     p.add_argument('--shapes', nargs='+', help='N,D,V of each shape (default: per dtype)')
     p.add_argument('--threads', nargs='+', type=int, help='thread counts to run bfloat16 on (default: 1 and all)')
     p.add_argument('--accuracy', action='store_true', help='bfloat16: also the accuracy table against float64')
@@ -122,6 +122,7 @@ def main():
     if a.child: return child(a.child[0], *map(int, a.child[1:4]), *a.child[4:])
     shapes = [tuple(map(int, s.split(','))) for s in a.shapes] if a.shapes else SHAPES[a.dtype]
     low = a.dtype != 'float32'
+    a.rounds = a.rounds or (5 if low else 3) # on 2 threads about one fresh process in three runs its bfloat16 matmuls at half speed here
     routes = ['miniai', 'torch reference', 'matmuls'] if low else ['miniai', 'before', 'torch reference', 'torch chunked']
     threads = (a.threads or [1, torch.get_num_threads()]) if low else [None]
     print(f"torch {torch.__version__}, {a.dtype}, forward+backward, {a.rounds} rounds, a fresh process per measurement"
