@@ -357,7 +357,8 @@ def save_weights(model:nn.Module, # the model (its `state_dict` is saved)
 
 def _first_line(e:Exception)->str:
     "An exception in one short line: its type and the first sentence of its message"
-    return f"{type(e).__name__}: {str(e).strip().split(chr(10))[0].split('. ')[0][:200]}"
+    msg = str(e).strip().split('\n')[0].split('. ')[0]
+    return f"{type(e).__name__}: {msg[:200]}"
 
 def load_weights(model:nn.Module, # the model to load into
                  path # a file written by `save_weights`
