@@ -1,5 +1,5 @@
 "The training module: metrics, loaders, fit (against a bare loop), safe stops, weights and the miniai-mnist command."
-import copy, math, os, pickle, subprocess, sys
+import copy, math, os, pickle, random, subprocess, sys
 from pathlib import Path
 import pytest, torch
 from torch import nn
@@ -143,8 +143,9 @@ def test_weights_roundtrip_and_refuse_code(tmp_path):
     torch.save({'0.weight': Evil()}, tmp_path/'evil.pt')
     with pytest.raises(pickle.UnpicklingError, match=f"{tmp_path/'evil.pt'} cannot be read as weights saved by save_weights"): load_weights(b, tmp_path/'evil.pt')
     assert not (tmp_path/'pwned').exists()
-    (tmp_path/'junk.pt').write_bytes(os.urandom(1000))
-    with pytest.raises(pickle.UnpicklingError, match=f"{tmp_path/'junk.pt'} cannot be read"): load_weights(b, tmp_path/'junk.pt')
+    for seed, kind in ((0, pickle.UnpicklingError), (2, RuntimeError)): # junk that the unpickler rejects, and junk that breaks it (IndexError)
+        (tmp_path/'junk.pt').write_bytes(random.Random(seed).randbytes(1000))
+        with pytest.raises(kind, match=f"{tmp_path/'junk.pt'} cannot be read"): load_weights(b, tmp_path/'junk.pt')
     (tmp_path/'cut.pt').write_bytes((tmp_path/'w'/'a.pt').read_bytes()[:500])
     with pytest.raises(RuntimeError, match=f"{tmp_path/'cut.pt'} cannot be read .*PytorchStreamReader"): load_weights(b, tmp_path/'cut.pt')
 
