@@ -4,22 +4,23 @@
 
 # %% ../nbs/04_training.ipynb #e5d2be3d
 from __future__ import annotations
-import itertools, math, os, pickle, sys, tempfile, time
-from datetime import timedelta
+import importlib, math, pickle, sys, time
 from pathlib import Path
 import torch
 from torch import Tensor, nn
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 import matplotlib.pyplot as plt
-from fastcore.script import anno_parser, bool_arg
 from fastprogress.fastprogress import master_bar, progress_bar
 from .core import interactive, replacing
-from .datasets import get_mnist, mnist_file
-from .losses import cross_entropy
 
 # %% auto #0
-__all__ = ['EVENTS', 'accuracy', 'report', 'Dataset', 'world', 'all_sum', 'from_rank0', 'all_gather', 'BatchLoader', 'get_dls', 'History', 'NonFiniteLossError', 'FitResult', 'evaluate', 'CancelBatchException', 'CancelEpochException', 'CancelFitException', 'Callback', 'Run', 'fit', 'top_k_error', 'save_weights', 'load_weights', 'init_distributed', 'Schedule', 'GradClip', 'EarlyStopping', 'MixedPrecision', 'LRFinder', 'LRFindResult', 'lr_find', 'CheckpointError', 'Checkpoint', 'train_mnist', 'mnist_main']
+__all__ = ['EVENTS', 'STEPS', 'accuracy', 'report', 'Dataset', 'world', 'all_sum', 'from_rank0', 'all_gather', 'BatchLoader',
+           'get_dls', 'CancelBatchException', 'CancelEpochException', 'CancelFitException', 'Callback', 'Run',
+           'TrainCB', 'History', 'NonFiniteLossError', 'NonFiniteCB', 'ProgressCB', 'PrintCB', 'FitResult', 'DDPCB',
+           'default_cbs', 'fit', 'evaluate', 'top_k_error', 'save_weights', 'load_weights', 'Schedule', 'GradClip',
+           'EarlyStopping', 'MixedPrecision', 'LRFinder', 'LRFindResult', 'lr_find', 'CheckpointError', 'Checkpoint',
+           'init_distributed', 'train_mnist', 'mnist_main']
 
 # %% ../nbs/04_training.ipynb #07cf8c44
 def accuracy(out:Tensor, # logits or probabilities, classes on dim 1
@@ -161,15 +162,75 @@ def get_dls(train_ds, # training data: a `Dataset`, or anything PyTorch's `DataL
     train = DistributedSampler(train_ds, W, r, shuffle=True, seed=seed, drop_last=kwargs.get('drop_last', False))
     return DataLoader(train_ds, bs, sampler=train, **kwargs), DataLoader(valid_ds, bs*2, sampler=range(r, len(valid_ds), W), **kwargs)
 
+# %% ../nbs/04_training.ipynb #4b8e2d61
+class CancelBatchException(Exception): "Raise in a callback to skip the rest of this batch"
+class CancelEpochException(Exception): "Raise in a callback to end this epoch's training (validation still runs), or its validation"
+class CancelFitException(Exception): "Raise in a callback to stop training; `fit` returns the epochs it finished"
+
+class Callback:
+    "Base class of `fit`'s callbacks: a method named after an event runs at that event, given the `Run`; lower `order` runs first"
+    order = 0
+    def state_dict(self)->dict: return {} # what a checkpoint keeps of this callback
+    def load_state_dict(self, sd:dict): pass
+
+EVENTS = ('before_fit', 'before_epoch', 'before_train', 'before_batch', 'after_predict', 'after_loss', 'after_backward',
+          'after_step', 'after_batch', 'after_train', 'before_validate', 'after_validate', 'after_epoch', 'after_fit')
+STEPS = ('predict', 'get_loss', 'backward', 'step', 'zero_grad')
+
+class Run:
+    "What one `fit` call works on, for its callbacks to read and change: `run(event)` runs that event's callbacks, `run.step()` a batch step"
+    def __init__(self, cbs:list, # the callbacks, defaults first
+                 **kw # the run's state: model, loss_func, opt, train_dl, valid_dl, epochs, ...
+                ):
+        self.__dict__.update(kw)
+        self.cbs = sorted(cbs, key=lambda cb: cb.order)
+        self._hooks = {e: [getattr(cb, e) for cb in self.cbs if hasattr(cb, e)] for e in EVENTS}
+        self._steps = {}
+        for s in STEPS: # the last callback in `cbs` that defines a step does it: `MixedPrecision` replaces `TrainCB`'s
+            impl = [getattr(cb, s) for cb in cbs if hasattr(cb, s)]
+            if not impl: raise TypeError(f"no callback does the batch step {s!r}: expected a TrainCB, or a callback with a {s} method, among them")
+            self._steps[s] = impl[-1]
+    def __call__(self, event:str):
+        for f in self._hooks[event]: f(self)
+    def predict(self): self._steps['predict'](self) # sets `preds`
+    def get_loss(self): self._steps['get_loss'](self) # sets `loss`
+    def backward(self): self._steps['backward'](self)
+    def step(self): self._steps['step'](self)
+    def zero_grad(self): self._steps['zero_grad'](self)
+
+# %% ../nbs/04_training.ipynb #4855a0d5
+class TrainCB(Callback):
+    "The steps of a batch, in plain PyTorch: a callback that defines a step of its own replaces that one"
+    def predict(self, run): run.preds = run.model(run.xb)
+    def get_loss(self, run): run.loss = run.loss_func(run.preds, run.yb)
+    def backward(self, run): run.loss.backward()
+    def step(self, run): run.opt.step()
+    def zero_grad(self, run): run.opt.zero_grad()
+
 # %% ../nbs/04_training.ipynb #c133f0f8
-class History:
-    "Per-epoch metrics and per-batch training losses of a `fit`"
-    def __init__(self): self.epochs, self.batch_losses = [], []
+class History(Callback):
+    "Records per-epoch metrics (summed over all processes) and per-batch training losses of a `fit`"
+    order = -20 # an epoch's row is in place before other callbacks read it at `after_validate`
+    def __init__(self): self.epochs, self.batch_losses, self.tot, self.count = [], [], 0., 0
     def __len__(self): return len(self.epochs)
     def __repr__(self):
         rows = [f"{'epoch':>5} {'train_loss':>10} {'valid_loss':>10} {'valid_acc':>9} {'time':>6}"]
         rows += [f"{r['epoch']:>5} {r['train_loss']:>10.4f} {r['valid_loss']:>10.4f} {r['valid_acc']:>9.4f} {r['seconds']:>5.1f}s" for r in self.epochs]
         return '\n'.join(rows)
+
+    def before_epoch(self, run): self.t0 = time.perf_counter()
+    def before_validate(self, run): self.vloss = self.vacc = 0.; self.vcount = 0
+    def after_batch(self, run):
+        n, lv = len(run.xb), run.loss.item()
+        if run.training: self.batch_losses.append(lv); self.tot += lv * n; self.count += n # `tot`, `count`: a checkpoint keeps them mid-epoch
+        else: self.vloss += lv * n; self.vacc += run.metric(run.preds, run.yb).item() * n; self.vcount += n
+    def after_validate(self, run):
+        tot, count, vloss, vacc, vcount = all_sum(self.tot, self.count, self.vloss, self.vacc, self.vcount)
+        for what, n in (('training', count), ('validation', vcount)):
+            if not n: raise ValueError(f"the {what} loader yielded no batches: expected at least one")
+        self.epochs.append(dict(epoch=run.epoch, train_loss=tot / count, valid_loss=vloss / vcount, valid_acc=vacc / vcount,
+                                seconds=time.perf_counter() - self.t0))
+        self.tot, self.count = 0., 0
 
     def plot(self, ax=None, # matplotlib axes (default: a new figure)
              smooth:int=50 # average the batch losses over this many batches
@@ -187,9 +248,30 @@ class History:
         ax.set_xlabel('epoch'); ax.set_ylabel('loss'); ax.legend()
         return ax.figure
 
-# %% ../nbs/04_training.ipynb #ed0b3d6c
 class NonFiniteLossError(FloatingPointError):
     "Training stopped because the loss became nan or inf"
+
+class NonFiniteCB(Callback):
+    "Stop with `NonFiniteLossError` when a training loss is nan or inf, before its gradients reach the weights"
+    def after_loss(self, run):
+        if run.training and not math.isfinite(lv := run.loss.item()):
+            where = f" on rank {run.rank} of {run.world}" if run.world > 1 else ""
+            raise NonFiniteLossError(f"the training loss became {lv} at epoch {run.epoch}, batch {run.iter}{where}: lower the learning rate or check the inputs of that batch")
+
+class ProgressCB(Callback):
+    "Progress bars (fastprogress) over the epochs and each epoch's training batches"
+    order = 10 # after a checkpoint has said where a resumed run starts
+    def before_fit(self, run): run.epoch_range = run.mbar = master_bar(run.epoch_range)
+    def before_train(self, run): run.batches = progress_bar(run.batches, total=len(run.dl) - run.first, parent=run.mbar)
+
+class PrintCB(Callback):
+    "Print each epoch's losses and accuracy in one line, on rank 0 (through the progress bar, when one shows)"
+    order = History.order + 1
+    def after_validate(self, run):
+        if run.rank: return
+        r = run.history.epochs[-1]
+        line = f"epoch {r['epoch']}: train loss {r['train_loss']:.4f}, valid loss {r['valid_loss']:.4f}, valid accuracy {r['valid_acc']:.4f}"
+        run.mbar.write(line) if run.mbar else print(line)
 
 class FitResult(tuple):
     "(valid_loss, valid_accuracy) of the last finished epoch, with the `history` and whether training was `interrupted`"
@@ -198,6 +280,96 @@ class FitResult(tuple):
         res = super().__new__(cls, (last['valid_loss'], last['valid_acc']))
         res.history, res.interrupted = history, interrupted
         return res
+
+def _ddp(model):
+    "`model` in `DistributedDataParallel`, which averages gradients over the processes; as it is if it has nothing to train"
+    if isinstance(model, DDP) or not isinstance(model, nn.Module) or not any(p.requires_grad for p in model.parameters()): return model
+    dev = next(model.parameters()).device
+    return DDP(model, device_ids=[dev.index] if dev.type == 'cuda' else None)
+
+class DDPCB(Callback):
+    "Across processes, train through `DistributedDataParallel` (a loss with weights too) and validate the bare model; tell a sampler the epoch"
+    def before_fit(self, run):
+        self.bare = run.model, run.loss_func
+        self.ddp = (_ddp(run.model), _ddp(run.loss_func)) if run.world > 1 else None
+    def before_train(self, run):
+        if hasattr(getattr(run.dl, 'sampler', None), 'set_epoch'): run.dl.sampler.set_epoch(run.epoch) # `DistributedSampler`'s order
+        if self.ddp: run.model, run.loss_func = self.ddp
+    def before_validate(self, run): run.model, run.loss_func = self.bare # each process validates its own share: no gradients to average
+    def after_fit(self, run):
+        if hasattr(self, 'bare'): run.model, run.loss_func = self.bare
+        self.ddp = None # free the wrappers now, while the process group runs: not at exit, where gloo's threads may abort
+
+def default_cbs(progress:bool|None=None # progress bar (default: only when `interactive()`); only ever on rank 0
+               )->list:
+    "The callbacks `fit` runs unless given others: the batch steps, history, the non-finite check, progress, printed lines and DDP"
+    bar = (interactive() if progress is None else progress) and world()[0] == 0
+    return [TrainCB(), History(), NonFiniteCB(), *([ProgressCB()] if bar else []), PrintCB(), DDPCB()]
+
+# %% ../nbs/04_training.ipynb #5750138f
+def _one_batch(run:Run):
+    "One batch: each step, then its event; backward and step only in training"
+    try:
+        run('before_batch')
+        run.predict(); run('after_predict')
+        run.get_loss(); run('after_loss')
+        if run.training:
+            run.backward(); run('after_backward')
+            run.step(); run('after_step')
+        run('after_batch')
+    except CancelBatchException: pass
+    finally:
+        if run.training: run.zero_grad() # a cancelled batch leaves no gradient behind either
+
+def _one_epoch(run:Run, training:bool):
+    "One pass over the training batches, or over the validation batches without gradients"
+    run.training, run.dl = training, run.train_dl if training else run.valid_dl
+    run.batches, run.first = run.dl, 0 # `before_train` may start later: a resumed epoch
+    phase = 'train' if training else 'validate'
+    try:
+        run(f'before_{phase}')
+        if hasattr(run.model, 'train'): run.model.train(training)
+        with torch.set_grad_enabled(training):
+            for run.iter, (run.xb, run.yb) in enumerate(run.batches, run.first): _one_batch(run)
+        run(f'after_{phase}')
+    except CancelEpochException: pass
+
+def fit(epochs:int, # passes over the training data
+        model, # the model: a callable, usually an `nn.Module`
+        loss_func, # loss function(preds, targets), e.g. `cross_entropy`
+        opt, # optimizer with `step` and `zero_grad`
+        train_dl, # training batches
+        valid_dl, # validation batches
+        progress:bool|None=None, # progress bar (default: only when `interactive()`; only ever on rank 0)
+        metric=None, # metric(preds, targets) reported as `valid_acc` (default: `accuracy` of the predictions)
+        cbs:list|None=None, # `Callback`s, run at the events of `EVENTS` beside the defaults
+        defaults:list|None=None # the default callbacks (None: `default_cbs(progress)`); a list of your own drops or swaps them
+       )->FitResult:
+    "Train for `epochs`, validating after each; return (valid_loss, valid_accuracy) with the `history`"
+    if epochs < 1: raise ValueError(f"epochs must be at least 1, got {epochs}: with no epoch there is no loss or accuracy to report")
+    cbs = [*(default_cbs(progress) if defaults is None else defaults), *(cbs or [])]
+    hist = next((cb for cb in cbs if isinstance(cb, History)), History()) # no History among them: an empty one
+    run = Run(cbs, epochs=epochs, epoch_range=range(epochs), model=model, loss_func=loss_func, opt=opt, train_dl=train_dl,
+              valid_dl=valid_dl, metric=metric or accuracy, history=hist, rank=world()[0], world=world()[1], epoch=0, iter=0, mbar=None)
+    mode, interrupted = getattr(model, 'training', None), False
+    try:
+        run('before_fit') # a checkpoint may move `epoch_range` on to where a killed run stopped
+        for run.epoch in run.epoch_range:
+            run('before_epoch')
+            _one_epoch(run, training=True)
+            _one_epoch(run, training=False)
+            run('after_epoch')
+    except CancelFitException: pass
+    except KeyboardInterrupt:
+        interrupted = True
+        if run.rank == 0: print(f"Interrupted at epoch {run.epoch}, batch {run.iter}: kept the history of {len(hist)} finished epochs.", file=sys.stderr)
+    except NonFiniteLossError as e:
+        e.history = hist
+        raise
+    finally:
+        run('after_fit') # whatever happened
+        if mode is not None: model.train(mode)
+    return FitResult(hist, interrupted)
 
 # %% ../nbs/04_training.ipynb #fd5c3d11
 def evaluate(model, # the model to evaluate
@@ -220,123 +392,6 @@ def evaluate(model, # the model to evaluate
     tot_loss, tot_acc, count = all_sum(tot_loss, tot_acc, count)
     if not count: raise ValueError("the validation loader yielded no batches: expected at least one")
     return tot_loss / count, tot_acc / count
-
-# %% ../nbs/04_training.ipynb #4b8e2d61
-class CancelBatchException(Exception): "Raise in a callback to skip the rest of this batch"
-class CancelEpochException(Exception): "Raise in a callback to end this epoch's training early; validation still runs"
-class CancelFitException(Exception): "Raise in a callback to stop training; `fit` returns the epochs it finished"
-
-class Callback:
-    "Base class of `fit`'s callbacks: a method named after an event runs at that event, given the `Run`; lower `order` runs first"
-    order = 0
-    def state_dict(self)->dict: return {} # what a checkpoint keeps of this callback
-    def load_state_dict(self, sd:dict): pass
-
-EVENTS = ('before_fit', 'before_epoch', 'before_batch', 'after_loss', 'after_backward', 'after_step', 'after_batch',
-          'before_validate', 'after_validate', 'after_epoch', 'after_fit')
-
-class Run:
-    "What one `fit` call works on, for its callbacks to read and change: calling it with an event runs that event's callbacks"
-    def __init__(self, cbs:list, # the callbacks
-                 **kw # the run's state: model, loss_func, opt, train_dl, valid_dl, epochs, ...
-                ):
-        self.__dict__.update(kw)
-        self.cbs = sorted(cbs, key=lambda cb: cb.order)
-        self._hooks = {e: [getattr(cb, e) for cb in self.cbs if hasattr(cb, e)] for e in EVENTS}
-    def __call__(self, event:str):
-        for f in self._hooks[event]: f(self)
-    def forward(self):
-        "Predictions and loss of the batch: `preds` and `loss`"
-        self.preds = self.net(self.xb); self.loss = self.lossf(self.preds, self.yb)
-    def backward(self):
-        "Gradients of the loss"
-        self.loss.backward()
-    def step(self):
-        "One optimizer step"
-        self.opt.step()
-
-# %% ../nbs/04_training.ipynb #5750138f
-def _ddp(model):
-    "`model` in `DistributedDataParallel`, which averages gradients over the processes; as it is if it has nothing to train"
-    if isinstance(model, DDP) or not isinstance(model, nn.Module) or not any(p.requires_grad for p in model.parameters()): return model
-    dev = next(model.parameters()).device
-    return DDP(model, device_ids=[dev.index] if dev.type == 'cuda' else None)
-
-def _batches(dl, skip:int):
-    "`dl`'s batches from number `skip` on (a resumed epoch): `BatchLoader` skips without indexing; other loaders load and drop them"
-    if not skip: return dl
-    return dl.batches(skip) if isinstance(dl, BatchLoader) else itertools.islice(dl, skip, None)
-
-def _train_epoch(run:Run, show:bool, mb):
-    "One pass over the training batches, from batch `run.skip` on, adding to the epoch's sums `run.tot` and `run.count`"
-    dl, where = run.train_dl, f" on rank {run.rank} of {run.world}" if run.world > 1 else ""
-    batches = _batches(dl, run.skip)
-    if show: batches = progress_bar(batches, total=len(dl) - run.skip, parent=mb)
-    for run.iter, (run.xb, run.yb) in enumerate(batches, run.skip):
-        try:
-            run('before_batch')
-            run.forward(); run('after_loss')
-            lv = run.loss.item()
-            if not math.isfinite(lv):
-                raise NonFiniteLossError(f"the training loss became {lv} at epoch {run.epoch}, batch {run.iter}{where}: lower the learning rate or check the inputs of that batch")
-            run.backward(); run('after_backward')
-            run.step(); run('after_step')
-            run.opt.zero_grad()
-            run.history.batch_losses.append(lv)
-            run.tot += lv * len(run.xb); run.count += len(run.xb)
-            run('after_batch')
-        except CancelBatchException: run.opt.zero_grad()
-
-def fit(epochs:int, # passes over the training data
-        model, # the model: a callable, usually an `nn.Module`
-        loss_func, # loss function(preds, targets), e.g. `cross_entropy`
-        opt, # optimizer with `step` and `zero_grad`
-        train_dl, # training batches
-        valid_dl, # validation batches
-        progress:bool|None=None, # progress bar (default: only when `interactive()`; only ever on rank 0)
-        metric=None, # metric(preds, targets) reported as `valid_acc` (default: `accuracy` of the predictions)
-        cbs:list|None=None # `Callback`s, run at the events of `EVENTS`
-       )->FitResult:
-    "Train for `epochs`, validating after each; return (valid_loss, valid_accuracy) with the `history`"
-    if epochs < 1: raise ValueError(f"epochs must be at least 1, got {epochs}: with no epoch there is no loss or accuracy to report")
-    rank, W = world()
-    run = Run(cbs or [], epochs=epochs, model=model, loss_func=loss_func, opt=opt, train_dl=train_dl, valid_dl=valid_dl,
-              metric=metric or accuracy, history=History(), rank=rank, world=W, epoch=0, iter=0, skip=0, tot=0., count=0)
-    hist, show = run.history, (interactive() if progress is None else progress) and rank == 0
-    try:
-        run('before_fit') # a checkpoint may move `epoch`, `skip`, `tot` and `count` to where a killed run stopped
-        run.net = _ddp(model) if W > 1 else model
-        run.lossf = _ddp(loss_func) if W > 1 else loss_func # a loss with weights of its own (a `LinearCrossEntropyLoss` head) too
-        mb = master_bar(range(run.epoch, epochs)) if show else range(run.epoch, epochs)
-        for run.epoch in mb:
-            t0 = time.perf_counter()
-            run('before_epoch')
-            if hasattr(getattr(train_dl, 'sampler', None), 'set_epoch'): train_dl.sampler.set_epoch(run.epoch)
-            if hasattr(model, 'train'): model.train()
-            try: _train_epoch(run, show, mb)
-            except CancelEpochException: pass
-            tot, count = all_sum(run.tot, run.count)
-            if not count: raise ValueError("the training loader yielded no batches: expected at least one")
-            run('before_validate')
-            vloss, vacc = evaluate(model, loss_func, valid_dl, run.metric)
-            hist.epochs.append(dict(epoch=run.epoch, train_loss=tot / count, valid_loss=vloss, valid_acc=vacc,
-                                    seconds=time.perf_counter() - t0))
-            line = f"epoch {run.epoch}: train loss {tot / count:.4f}, valid loss {vloss:.4f}, valid accuracy {vacc:.4f}"
-            if show: mb.write(line)
-            elif rank == 0: print(line)
-            run('after_validate')
-            run.skip, run.tot, run.count = 0, 0., 0
-            run('after_epoch')
-    except CancelFitException: pass
-    except KeyboardInterrupt:
-        if rank == 0: print(f"Interrupted at epoch {run.epoch}, batch {run.iter}: kept the history of {len(hist)} finished epochs.", file=sys.stderr)
-        run('after_fit')
-        return FitResult(hist, interrupted=True)
-    except NonFiniteLossError as e:
-        e.history = hist
-        raise
-    run('after_fit')
-    return FitResult(hist)
 
 # %% ../nbs/04_training.ipynb #cf5e7f79
 def top_k_error(out:Tensor, # scores, classes on dim 1
@@ -372,373 +427,12 @@ def load_weights(model:nn.Module, # the model to load into
     model.load_state_dict(sd)
     return model
 
-# %% ../nbs/04_training.ipynb #3b9701dc
-def _attempt_store(rank:int, world_size:int)->dist.Store:
-    "torchrun's key-value store, under a prefix of this restart's own: else a restarted group reads the dead attempt's addresses"
-    agent = os.environ.get('TORCHELASTIC_USE_AGENT_STORE') == 'True' # torchrun's agent serves the store; else rank 0 does
-    store = dist.TCPStore(os.environ['MASTER_ADDR'], int(os.environ['MASTER_PORT']), world_size, is_master=not agent and rank == 0,
-                          timeout=timedelta(minutes=5), multi_tenant=not agent)
-    return dist.PrefixStore(f"miniai/attempt_{os.environ.get('TORCHELASTIC_RESTART_COUNT', 0)}", store)
+# %% ../nbs/04_training.ipynb #6af83c68
+_all_ = ['Schedule', 'GradClip', 'EarlyStopping', 'MixedPrecision', 'LRFinder', 'LRFindResult', 'lr_find', 'CheckpointError',
+         'Checkpoint', 'init_distributed', 'train_mnist', 'mnist_main'] # names that moved: `from miniai.training import *` brings them too
 
-def init_distributed()->torch.device:
-    "Join the process group that torchrun describes in the environment, if any (gloo on CPU; nccl with one GPU per process, by LOCAL_RANK); the device to train on"
-    if 'RANK' not in os.environ or 'WORLD_SIZE' not in os.environ: return torch.device('cpu')
-    dev = torch.device('cuda', int(os.environ.get('LOCAL_RANK', 0))) if torch.cuda.is_available() else torch.device('cpu')
-    if dev.type == 'cuda': torch.cuda.set_device(dev)
-    if not dist.is_initialized():
-        r, W = int(os.environ['RANK']), int(os.environ['WORLD_SIZE'])
-        dist.init_process_group('nccl' if dev.type == 'cuda' else 'gloo', store=_attempt_store(r, W), rank=r, world_size=W)
-    return dev
-
-# %% ../nbs/06_callbacks.ipynb #cf761a29
-import copy, numbers
-
-# %% ../nbs/06_callbacks.ipynb #d04778d9
-class Schedule(Callback):
-    "Step a `torch.optim.lr_scheduler` object after each optimizer step, and record every batch's learning rate and momentum"
-    def __init__(self, scheduler # e.g. `OneCycleLR(opt, max_lr, total_steps=epochs * len(train_dl))`
-                ):
-        if not all(callable(getattr(scheduler, m, None)) for m in ('step', 'state_dict', 'load_state_dict')):
-            raise TypeError(f"Schedule takes a torch.optim.lr_scheduler object (with step, state_dict and load_state_dict), got {type(scheduler).__name__}: {scheduler!r}")
-        self.sched, self.lrs, self.moms = scheduler, [], []
-    def after_step(self, run):
-        g = run.opt.param_groups[0]
-        self.lrs.append(g['lr']); self.moms.append(g['betas'][0] if 'betas' in g else g.get('momentum', 0.))
-        self.sched.step()
-    def state_dict(self): return dict(sched=self.sched.state_dict(), lrs=self.lrs, moms=self.moms)
-    def load_state_dict(self, sd): self.sched.load_state_dict(sd['sched']); self.lrs, self.moms = sd['lrs'], sd['moms']
-    def plot(self):
-        "Learning rate and momentum against batch"
-        fig, (a1, a2) = plt.subplots(1, 2, figsize=(8, 2.6))
-        a1.plot(self.lrs); a1.set_xlabel('batch'); a1.set_ylabel('learning rate')
-        a2.plot(self.moms); a2.set_xlabel('batch'); a2.set_ylabel('momentum')
-        fig.tight_layout()
-        return fig
-
-# %% ../nbs/06_callbacks.ipynb #6beaae63
-class GradClip(Callback):
-    "Scale the gradients down so that their total norm is at most `max_norm`, after each backward pass; `norms` records the norms before"
-    def __init__(self, max_norm:float, # the largest total norm allowed
-                 norm_type:float=2. # which p-norm
-                ):
-        for k, v in (('max_norm', max_norm), ('norm_type', norm_type)):
-            if not isinstance(v, numbers.Real) or isinstance(v, bool): raise TypeError(f"GradClip's {k} must be a number, got {type(v).__name__}: {v!r}")
-        if not max_norm >= 0: raise ValueError(f"GradClip's max_norm must be at least 0, got {max_norm}")
-        self.max_norm, self.norm_type, self.norms = max_norm, norm_type, []
-    def after_backward(self, run):
-        if getattr(run, 'scaler', None): run.scaler.unscale_(run.opt) # float16: clip the true gradients, not the scaled ones
-        params = [p for g in run.opt.param_groups for p in g['params']]
-        self.norms.append(nn.utils.clip_grad_norm_(params, self.max_norm, self.norm_type).item())
-
-# %% ../nbs/06_callbacks.ipynb #e763e8ce
-class EarlyStopping(Callback):
-    "Stop `fit` once a validation figure has not improved by `min_delta` for more than `patience` epochs"
-    def __init__(self, monitor:str='valid_loss', # a key of the history: 'valid_loss' or 'valid_acc'
-                 patience:int=1, # epochs without improvement to allow
-                 min_delta:float=0., # the least change that counts as an improvement
-                 mode:str|None=None # 'min' or 'max' (default: 'max' for accuracies, else 'min')
-                ):
-        if not isinstance(monitor, str): raise TypeError(f"monitor must be a key of the history such as 'valid_loss', got {type(monitor).__name__}: {monitor!r}")
-        if not isinstance(patience, int) or isinstance(patience, bool): raise TypeError(f"patience must be a whole number of epochs, got {type(patience).__name__}: {patience!r}")
-        if not isinstance(min_delta, numbers.Real) or isinstance(min_delta, bool): raise TypeError(f"min_delta must be a number, got {type(min_delta).__name__}: {min_delta!r}")
-        if patience < 0: raise ValueError(f"patience must be at least 0, got {patience}")
-        self.monitor, self.patience, self.min_delta, self.mode = monitor, patience, min_delta, mode or ('max' if 'acc' in monitor else 'min')
-        if self.mode not in ('min', 'max'): raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
-        self.best, self.wait, self.stopped = None, 0, False
-    def before_fit(self, run):
-        if self.stopped: raise CancelFitException() # a resumed run that had stopped already
-    def after_validate(self, run):
-        v = run.history.epochs[-1][self.monitor]
-        if self.best is None or (v < self.best - self.min_delta if self.mode == 'min' else v > self.best + self.min_delta): self.best, self.wait = v, 0
-        else: self.wait += 1
-        self.stopped = self.wait > self.patience
-    def after_epoch(self, run):
-        if self.stopped: raise CancelFitException()
-    def state_dict(self): return dict(best=self.best, wait=self.wait, stopped=self.stopped)
-    def load_state_dict(self, sd): self.best, self.wait, self.stopped = sd['best'], sd['wait'], sd['stopped']
-
-# %% ../nbs/06_callbacks.ipynb #7900d6cb
-class MixedPrecision(Callback):
-    "Run the forward pass under `torch.autocast`: bfloat16 on CPU or CUDA, or float16 on CUDA with a gradient scaler"
-    order = -5
-    def __init__(self, dtype:torch.dtype=torch.bfloat16 # torch.bfloat16, or torch.float16 (CUDA only)
-                ):
-        if dtype not in (torch.bfloat16, torch.float16): raise ValueError(f"dtype must be torch.bfloat16 or torch.float16, got {dtype}")
-        self.dtype, self.scaler = dtype, None
-    def before_fit(self, run):
-        p = next(iter(run.model.parameters()), None)
-        dev = 'cpu' if p is None else p.device.type
-        if self.dtype == torch.float16 and dev != 'cuda': raise ValueError(f"float16 autocast needs a CUDA model, and this one is on {dev}: use torch.bfloat16 there")
-        fwd = run.forward
-        def forward():
-            with torch.autocast(dev, dtype=self.dtype): fwd()
-        run.forward = forward
-        if self.dtype == torch.float16: # small float16 gradients underflow: scale the loss up, and the step's gradients back
-            if self.scaler is None: self.scaler = torch.amp.GradScaler('cuda')
-            run.scaler = self.scaler
-            run.backward = lambda: self.scaler.scale(run.loss).backward()
-            def step(): self.scaler.step(run.opt); self.scaler.update()
-            run.step = step
-    def state_dict(self): return dict(scaler=self.scaler.state_dict()) if self.scaler else {}
-    def load_state_dict(self, sd):
-        if sd: self.scaler = torch.amp.GradScaler('cuda'); self.scaler.load_state_dict(sd['scaler'])
-
-# %% ../nbs/06_callbacks.ipynb #06a72a8d
-class LRFinder(Callback):
-    "Raise the learning rate exponentially from `start` to `end` over `n` batches, recording the smoothed loss; stop when it blows up"
-    def __init__(self, start:float=1e-6, end:float=10., n:int=100, beta:float=0.9, stop_div:float=4.):
-        self.start, self.end, self.n, self.beta, self.stop_div = start, end, n, beta, stop_div
-        self.lrs, self.losses, self.avg, self.best = [], [], 0., math.inf
-    def _lr(self, i): return self.start * (self.end / self.start) ** (i / max(self.n - 1, 1))
-    def before_fit(self, run):
-        for g in run.opt.param_groups: g['lr'] = self._lr(0)
-    def after_batch(self, run):
-        i = len(self.lrs)
-        self.avg = self.beta * self.avg + (1 - self.beta) * run.loss.item()
-        loss = self.avg / (1 - self.beta ** (i + 1)) # the running mean, debiased
-        self.lrs.append(run.opt.param_groups[0]['lr']); self.losses.append(loss)
-        self.best = min(self.best, loss)
-        if i + 1 >= self.n or loss > self.stop_div * self.best: raise CancelFitException()
-        for g in run.opt.param_groups: g['lr'] = self._lr(i + 1)
-    def before_validate(self, run): raise CancelFitException()
-
-class LRFindResult(tuple):
-    "(lr_min, lr_steep): a tenth of the rate at the lowest loss, and the rate where the loss fell fastest; with `lrs`, `losses` and `plot`"
-    def __new__(cls, lrs:list, losses:list):
-        lo = min(range(len(losses)), key=losses.__getitem__)
-        slope = torch.tensor(losses).diff() / torch.tensor(lrs).log().diff() # against log(lr)
-        steep = lrs[slope[:max(lo, 1)].argmin().item()] if len(slope) else lrs[0]
-        res = super().__new__(cls, (lrs[lo] / 10, steep))
-        res.lrs, res.losses = lrs, losses
-        return res
-    def plot(self):
-        "The smoothed loss against the learning rate, with the two suggestions"
-        fig, ax = plt.subplots(figsize=(5, 3))
-        ax.plot(self.lrs, self.losses); ax.set_xscale('log'); ax.set_xlabel('learning rate'); ax.set_ylabel('loss (smoothed)')
-        for lr, c, nm in ((self[0], 'C1', 'lr_min'), (self[1], 'C2', 'lr_steep')): ax.axvline(lr, color=c, ls='--', label=f'{nm} {lr:.2g}')
-        ax.legend()
-        return fig
-
-def lr_find(model, # the model to test
-            loss_func, # loss function(preds, targets)
-            opt, # its optimizer: the test sets its rates batch by batch
-            train_dl, # training batches
-            start:float=1e-6, # the first learning rate
-            end:float=10., # the last learning rate
-            n:int=100 # batches at most (no more than one epoch)
-           )->LRFindResult:
-    "A learning-rate range test in fastai's manner: `n` batches at rates rising from `start` to `end`; leaves the model, the optimizer and torch's random state as it found them"
-    saved = (copy.deepcopy(model.state_dict()), copy.deepcopy(opt.state_dict()), torch.get_rng_state(), getattr(model, 'training', None))
-    cb = LRFinder(start, end, min(n, len(train_dl)))
-    try: fit(1, model, loss_func, opt, train_dl, [], progress=False, cbs=[cb])
-    except NonFiniteLossError: pass # the rate got high enough to blow the loss up: the test is over
-    finally:
-        model.load_state_dict(saved[0]); opt.load_state_dict(saved[1]); torch.set_rng_state(saved[2])
-        if saved[3] is not None: model.train(saved[3])
-    if not cb.lrs: raise ValueError(f"the loss was not finite even at the first rate ({start}): lower `start` or check the inputs")
-    return LRFindResult(cb.lrs, cb.losses)
-
-# %% ../nbs/06_callbacks.ipynb #90c2dd49
-class CheckpointError(RuntimeError):
-    "A checkpoint that cannot be read or written, or does not fit this run; nothing of it was loaded, and the file was kept"
-
-def _writable(out:Path):
-    "Create the folder `out` and a temporary file in it: `OSError` if either cannot be done"
-    out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryFile(dir=out): pass
-
-def _load_checkpoint(path:Path)->dict:
-    "The checkpoint at `path`, tensors and plain data only (no code runs from the file); `CheckpointError` naming the file if it cannot be read"
-    try: return torch.load(path, weights_only=True)
-    except Exception as e: # truncated, not a torch file, or a pickle that would run code
-        raise CheckpointError(f"{path} cannot be read as a checkpoint ({_first_line(e)}). Nothing was loaded and the file was kept: "
-                              "delete it, or give another path, to start afresh") from None
-
-_GENERATORS = {'loader': lambda dl: getattr(dl, 'generator', None), 'sampler': lambda dl: getattr(getattr(dl, 'sampler', None), 'generator', None)}
-
-def _rng_state(dl)->dict:
-    "The random states that the loader `dl` and the model draw from: torch's (and CUDA's), and the loader's generators"
-    s = {'torch': torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized(): s['cuda'] = torch.cuda.get_rng_state()
-    for k, g in _GENERATORS.items():
-        if isinstance(g(dl), torch.Generator): s[k] = g(dl).get_state()
-    return s
-
-def _set_rng_state(dl, s:dict):
-    "Put back the random states of `_rng_state`"
-    torch.set_rng_state(s['torch'])
-    if 'cuda' in s: torch.cuda.set_rng_state(s['cuda'])
-    for k, g in _GENERATORS.items():
-        if k in s: g(dl).set_state(s[k])
-
-def _stateful(cbs:list)->list:
-    "The callbacks that keep a state (they define `state_dict`): a checkpoint must find the same ones, in the same order; others may come and go"
-    return [cb for cb in cbs if type(cb).state_dict is not Callback.state_dict]
-
-def _loss_state(run)->dict: return run.loss_func.state_dict() if isinstance(run.loss_func, nn.Module) else {}
-def _bs(dl)->int|None: return getattr(dl, 'bs', getattr(dl, 'batch_size', None))
-
-def _mismatch(ck:dict, run)->str|None:
-    "What about the checkpoint `ck` does not fit `run`, or None"
-    if ck.get('format') != 'miniai-checkpoint-1': return "it is not a miniai checkpoint"
-    if ck['world'] != run.world: return f"it was written by {ck['world']} processes, and this run has {run.world}"
-    if (ck['bs'], ck['n_batches']) != (_bs(run.train_dl), len(run.train_dl)):
-        return f"its epochs have {ck['n_batches']} batches of {ck['bs']} per process, and this run's have {len(run.train_dl)} of {_bs(run.train_dl)}"
-    for what, have, got in (('model', run.model.state_dict(), ck['model']), ('loss function', _loss_state(run), ck['loss'])):
-        if missing := [k for k in have if k not in got]: return f"its {what} lacks {missing[:5]}"
-        if extra := [k for k in got if k not in have]: return f"its {what} has {extra[:5]}, which this run's lacks"
-        if shapes := [f"{k} {tuple(got[k].shape)}, here {tuple(have[k].shape)}" for k in have if got[k].shape != have[k].shape]:
-            return f"its {what} has other shapes: {'; '.join(shapes[:5])}"
-    if ck['opt_type'] != type(run.opt).__name__: return f"its optimizer is {ck['opt_type']}, and this run's is {type(run.opt).__name__}"
-    sizes = [len(g['params']) for g in run.opt.param_groups]
-    if [len(g['params']) for g in ck['opt']['param_groups']] != sizes: return f"its optimizer's parameter groups hold other numbers of tensors than {sizes}"
-    if ck['cbs_names'] != (names := [type(cb).__name__ for cb in _stateful(run.cbs)]): return f"its callbacks with a state are {ck['cbs_names']}, and this run's are {names}"
-
-class Checkpoint(Callback):
-    "Save all that the rest of a run depends on to `path` after every epoch (and every `every` batches), atomically, from rank 0; resume there when `path` exists"
-    order = -10 # load before the other callbacks start; save once they have finished with an epoch
-    def __init__(self, path, # the checkpoint file, which every process can read
-                 every:int|None=None # also save every `every` training batches
-                ):
-        if not isinstance(path, (str, os.PathLike)): raise TypeError(f"Checkpoint's path must be a str or a Path, got {type(path).__name__}: {path!r}")
-        if every is not None and (not isinstance(every, int) or isinstance(every, bool)): raise TypeError(f"every must be a whole number of batches, got {type(every).__name__}: {every!r}")
-        if every is not None and every < 1: raise ValueError(f"every must be at least 1, got {every}")
-        self.path, self.every, self.rng_epoch, self.pending = Path(path), every, None, (None, None)
-
-    def save(self, run, epoch:int, batch:int, rng_now:dict|None):
-        "Write the state after `batch` batches of `epoch`; every process calls it, to gather what differs between them"
-        per_rank = lambda s: None if s is None else {k: all_gather(v) for k, v in s.items()}
-        ck = dict(format='miniai-checkpoint-1', epoch=epoch, batch=batch, world=run.world, bs=_bs(run.train_dl),
-                  n_batches=len(run.train_dl), model=run.model.state_dict(), loss=_loss_state(run), opt=run.opt.state_dict(),
-                  opt_type=type(run.opt).__name__, cbs_names=[type(cb).__name__ for cb in _stateful(run.cbs)],
-                  cbs=[cb.state_dict() for cb in _stateful(run.cbs)], epochs=run.history.epochs,
-                  batch_losses=all_gather(torch.tensor(run.history.batch_losses, dtype=torch.float64)),
-                  partial=all_gather(torch.tensor([run.tot, run.count], dtype=torch.float64)),
-                  rng_epoch=per_rank(self.rng_epoch), rng_now=per_rank(rng_now))
-        if run.rank == 0:
-            with replacing(self.path) as tmp: torch.save(ck, tmp)
-
-    def before_fit(self, run):
-        try: _writable(self.path.parent) # fail now, not at the first save
-        except OSError as e: raise CheckpointError(f"cannot write checkpoints to {self.path}: {e.strerror or e}; expected a folder this process can create files in") from None
-        if not self.path.exists(): return
-        ck = _load_checkpoint(self.path)
-        if why := _mismatch(ck, run):
-            raise CheckpointError(f"{self.path} does not fit this run: {why}. Nothing was loaded: delete the file, or give another path, to start afresh")
-        run.model.load_state_dict(ck['model'])
-        if ck['loss']: run.loss_func.load_state_dict(ck['loss'])
-        run.opt.load_state_dict(ck['opt'])
-        for cb, sd in zip(_stateful(run.cbs), ck['cbs']): cb.load_state_dict(sd)
-        r = run.rank
-        run.history.epochs, run.history.batch_losses = ck['epochs'], ck['batch_losses'][r].tolist()
-        run.epoch, run.skip = ck['epoch'], ck['batch']
-        tot, count = ck['partial'][r].tolist()
-        run.tot, run.count = tot, int(count)
-        mine = lambda s: None if s is None else {k: v[r] for k, v in s.items()}
-        self.pending = mine(ck['rng_epoch']), mine(ck['rng_now'])
-
-    def before_epoch(self, run):
-        if self.pending[0] is not None: _set_rng_state(run.train_dl, self.pending[0]); self.pending = (None, self.pending[1])
-        self.rng_epoch = _rng_state(run.train_dl) # before the loader draws this epoch's order
-
-    def _catch_up(self, run):
-        "In a resumed epoch, once the loader has drawn its order: the random state of the batch where the checkpoint stopped"
-        if self.pending[1] is not None: _set_rng_state(run.train_dl, self.pending[1]); self.pending = (None, None)
-    def before_batch(self, run): self._catch_up(run)
-    def before_validate(self, run): self._catch_up(run)
-
-    def after_batch(self, run):
-        if self.every and (run.iter + 1) % self.every == 0: self.save(run, run.epoch, run.iter + 1, _rng_state(run.train_dl))
-    def after_epoch(self, run):
-        self.rng_epoch = _rng_state(run.train_dl) # the next epoch starts from here
-        self.save(run, run.epoch + 1, 0, None)
-
-# %% ../nbs/06_callbacks.ipynb #c5ac0add
-def _save_curve(hist:History, out:Path)->Path:
-    "Write the loss curve of `hist` to `out/mnist_loss.png`, atomically"
-    fig = hist.plot()
-    with replacing(out/'mnist_loss.png') as tmp: fig.savefig(tmp, format='png', dpi=100, bbox_inches='tight')
-    plt.close(fig)
-    return out/'mnist_loss.png'
-
-def train_mnist(epochs:int=5, # passes over the 50,000 training images
-                bs:int=50, # batch size of each process (under torchrun, N processes train like one at N*bs)
-                lr:float=0.5, # SGD learning rate (with --sched onecycle: the peak)
-                nh:int=50, # hidden units of the 784-nh-10 MLP
-                out:str='.', # folder for the loss-curve PNG and the weights
-                seed:int=42, # random seed: the same seed gives the same sample order whatever the number of processes
-                data:str|None=None, # folder holding mnist.pkl.gz (default: $MINIAI_DATA, else a per-user cache)
-                progress:bool_arg=None, # progress bar: True or False (default: when run in a terminal)
-                checkpoint:str|None=None, # checkpoint file: saved after each epoch, and resumed from if it exists
-                every:int|None=None, # with --checkpoint: also save every this many batches
-                sched:str|None=None # 'onecycle': the learning rate rises to lr and anneals to nearly 0 over the run
-               )->FitResult:
-    "Train the course's MLP on MNIST with `fit`, print the validation accuracy, save the loss curve and the weights; under torchrun, on all its processes"
-    joined = not dist.is_initialized()
-    dev = init_distributed()
-    joined &= dist.is_initialized()
-    out = Path(out)
-    try:
-        torch.manual_seed(seed)
-        (xt, yt), (xv, yv), _ = get_mnist(data)
-        model = nn.Sequential(nn.Linear(784, nh), nn.ReLU(), nn.Linear(nh, 10)).to(dev)
-        opt = torch.optim.SGD(model.parameters(), lr=lr)
-        dls = get_dls(Dataset(xt.to(dev), yt.to(dev)), Dataset(xv.to(dev), yv.to(dev)), bs)
-        cbs = [Checkpoint(checkpoint, every)] if checkpoint else []
-        if sched == 'onecycle': cbs.append(Schedule(torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=epochs * len(dls[0]), cycle_momentum=False)))
-        try: res = fit(epochs, model, cross_entropy, opt, *dls, progress=progress, cbs=cbs)
-        except NonFiniteLossError as e: # keep the curve of the batches that trained; the process that saw it writes it
-            e.curve = _save_curve(e.history, out)
-            raise
-        if world()[0] == 0: # one process writes the files and reports
-            _save_curve(res.history, out)
-            save_weights(model, out/'mnist_mlp.pt')
-            print(f"validation accuracy: {res[1]:.4f}" + (" (interrupted)" if res.interrupted else ""))
-            print(f"saved {out/'mnist_loss.png'} and {out/'mnist_mlp.pt'}")
-    finally:
-        if joined: dist.destroy_process_group()
-    return res
-
-# %% ../nbs/06_callbacks.ipynb #57270cf8
-def _usage_error(args:dict)->str|None:
-    "What is wrong with `miniai-mnist`'s flags, found before any data is loaded or any batch trained; None if nothing"
-    for k in ('epochs', 'bs', 'nh'):
-        if args[k] < 1: return f"argument --{k}: must be at least 1, got {args[k]}"
-    if not (math.isfinite(args['lr']) and args['lr'] > 0): return f"argument --lr: must be a finite number above 0, got {args['lr']}"
-    if args['sched'] not in (None, 'onecycle'): return f"argument --sched: expected 'onecycle', got {args['sched']!r}"
-    if args['every'] is not None and (args['every'] < 1 or not args['checkpoint']):
-        return f"argument --every: needs --checkpoint and a count of at least 1, got {args['every']}" + ("" if args['checkpoint'] else " without --checkpoint")
-    for k in ('out', 'checkpoint'):
-        if not args[k]: continue
-        try: _writable(Path(args[k]) if k == 'out' else Path(args[k]).parent)
-        except OSError as e: return f"argument --{k}: cannot write to {args[k]}: {e.strerror or e}"
-    if args['checkpoint'] and Path(args['checkpoint']).exists(): # a file that cannot be read is a bad flag: say so before any work
-        try: _load_checkpoint(Path(args['checkpoint']))
-        except CheckpointError as e: return f"argument --checkpoint: {e}"
-    try: mnist_file(args['data'])
-    except FileNotFoundError as e: return str(e)
-
-_PEER_GRACE = 30 # seconds a process other than rank 0 waits, after a usage error, for torchrun to stop it
-
-def _usage_exit(p, msg:str)->int:
-    "Say what is wrong with the flags as argparse does, and return exit code 2; under torchrun only rank 0 says it"
-    if int(os.environ.get('RANK', 0)): # rank 0 fails the same check and prints; torchrun stops us when it exits
-        time.sleep(_PEER_GRACE) # had we exited first, torchrun could stop rank 0 before it printed
-    p.print_usage(sys.stderr); print(f"miniai-mnist: error: {msg}", file=sys.stderr) # rank 0, or a rank whose check alone failed
-    return 2
-
-def mnist_main(argv:list|None=None # arguments (default: the command line)
-              )->int: # exit code: 0 done, 1 training failed, 2 bad flags, 130 interrupted
-    "Entry point of `miniai-mnist`: check the flags, then run `train_mnist`; errors in one line, as argparse's"
-    p = anno_parser(train_mnist, 'miniai-mnist')
-    p.error = lambda msg: sys.exit(_usage_exit(p, msg)) # argparse's own errors (`--epochs abc`) too
-    args = vars(p.parse_args(argv))
-    for k in ('pdb', 'xtra'): args.pop(k, None)
-    if msg := _usage_error(args): return _usage_exit(p, msg)
-    try: res = train_mnist(**args)
-    except (NonFiniteLossError, CheckpointError) as e:
-        kept = [f"the loss curve so far is in {e.curve}"] if hasattr(e, 'curve') else []
-        if args['checkpoint'] and Path(args['checkpoint']).exists() and isinstance(e, NonFiniteLossError): kept.append(f"the last checkpoint is {args['checkpoint']}")
-        print(f"miniai-mnist: error: {e}" + (f" ({'; '.join(kept)})" if kept else ""), file=sys.stderr)
-        return 1
-    return 130 if res.interrupted else 0
+def __getattr__(name:str):
+    "A name that moved to a later module, from there: `from miniai.training import Checkpoint` works as before"
+    if name not in _all_: raise AttributeError(f"module 'miniai.training' has no attribute {name!r}")
+    mod = 'cli' if name in ('train_mnist', 'mnist_main') else 'distributed' if name == 'init_distributed' else 'callbacks'
+    return getattr(importlib.import_module(f'miniai.{mod}'), name)

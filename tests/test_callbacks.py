@@ -57,8 +57,63 @@ def tiny_fit(cbs, epochs=2, n=60, bs=20):
 
 def test_events_in_order():
     r = Record(); tiny_fit([r], epochs=1)
-    batch = ['before_batch', 'after_loss', 'after_backward', 'after_step', 'after_batch']
-    assert r.seen == ['before_fit', 'before_epoch', *batch * 3, 'before_validate', 'after_validate', 'after_epoch', 'after_fit']
+    train = ['before_batch', 'after_predict', 'after_loss', 'after_backward', 'after_step', 'after_batch']
+    valid = ['before_batch', 'after_predict', 'after_loss', 'after_batch']
+    assert r.seen == ['before_fit', 'before_epoch', 'before_train', *train * 3, 'after_train',
+                      'before_validate', *valid, 'after_validate', 'after_epoch', 'after_fit']
+
+class CountBatches(Callback):
+    "Count the batches of each pass, and the dtypes of their predictions"
+    def __init__(self): self.n, self.dtypes = {True: 0, False: 0}, {True: set(), False: set()}
+    def after_batch(self, run): self.n[run.training] += 1; self.dtypes[run.training].add(run.preds.dtype)
+
+def test_events_fire_in_validation_and_autocast_covers_it():
+    "A callback sees every validation batch; under MixedPrecision the validation forward runs in bfloat16 too"
+    c = CountBatches(); _, res = tiny_fit([c], epochs=2, n=60, bs=20)
+    assert c.n == {True: 6, False: 2} and c.dtypes == {True: {torch.float32}, False: {torch.float32}}
+    c = CountBatches(); _, mp = tiny_fit([MixedPrecision(), c], epochs=2)
+    assert c.n == {True: 6, False: 2} and c.dtypes == {True: {torch.bfloat16}, False: {torch.bfloat16}}
+    assert mp.history.epochs[-1]['valid_loss'] != res.history.epochs[-1]['valid_loss'] # validated in bfloat16, not float32
+
+def test_validation_numbers_are_evaluate_s():
+    "The history's validation loss and accuracy, now summed by events, equal `evaluate` on the trained model"
+    model, res = tiny_fit([], epochs=1)
+    (xv, yv) = data(50, 2)
+    assert res == evaluate(model, cross_entropy, BatchLoader(Dataset(xv, yv), 50))
+
+class Boom(Exception): pass
+@pytest.mark.parametrize('event', ['before_fit', 'before_batch', 'after_backward', 'after_validate', 'after_epoch'])
+def test_after_fit_runs_after_an_exception(event):
+    "Whatever ends fit, after_fit runs once, and the exception reaches the caller"
+    r = Record()
+    with pytest.raises(Boom): tiny_fit([CancelAt(Boom, event, 0, 0), r], epochs=2)
+    assert r.seen.count('after_fit') == 1 and r.seen[-1] == 'after_fit'
+
+class Scale2(nn.Module):
+    def __init__(self, m): super().__init__(); self.m = m
+    def forward(self, x): return 2 * self.m(x)
+
+def test_a_callback_replaces_a_batch_step():
+    "A callback that defines `predict` replaces TrainCB's, and the other steps stay: as a model that doubles its output"
+    class Doubled(Callback):
+        def predict(self, run): run.preds = 2 * run.model(run.xb)
+    _, r1 = tiny_fit([Doubled()], epochs=1)
+    torch.manual_seed(0); model = Scale2(mlp()); opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    (x, y), (xv, yv) = data(60), data(50, 2)
+    r2 = fit(1, model, cross_entropy, opt, BatchLoader(Dataset(x, y), 20), BatchLoader(Dataset(xv, yv), 50), progress=False)
+    assert r1.history.batch_losses == r2.history.batch_losses and r1 == r2
+    assert r1.history.batch_losses != tiny_fit([], epochs=1)[1].history.batch_losses
+
+def test_defaults_can_be_dropped_or_swapped(capsys):
+    "defaults=[...] replaces the default callbacks: without PrintCB nothing is printed; without a batch step, a clear error"
+    from miniai.training import TrainCB, History, PrintCB, default_cbs
+    _, res = tiny_fit([], epochs=1); assert 'epoch 0: train loss' in capsys.readouterr().out
+    torch.manual_seed(0); model = mlp(); opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    (x, y), (xv, yv) = data(60), data(50, 2)
+    dls = BatchLoader(Dataset(x, y), 20), BatchLoader(Dataset(xv, yv), 50)
+    quiet = fit(1, model, cross_entropy, opt, *dls, defaults=[cb for cb in default_cbs(False) if not isinstance(cb, PrintCB)])
+    assert capsys.readouterr().out == '' and quiet == res and quiet.history.batch_losses == res.history.batch_losses
+    with pytest.raises(TypeError, match="no callback does the batch step 'predict'"): fit(1, model, cross_entropy, opt, *dls, defaults=[History()])
 
 def test_order_decides_who_runs_first():
     seen = []
@@ -198,7 +253,7 @@ def test_resume_does_not_recompute_held_batches(tmp_path):
     dls = get_dls(Dataset(x, y), Dataset(xv, yv), 20)
     sched = Schedule(torch.optim.lr_scheduler.OneCycleLR(opt, 0.2, total_steps=2 * len(dls[0])))
     fit(2, model, cross_entropy, opt, *dls, progress=False, cbs=[Checkpoint(tmp_path/'run.pt', 7), sched, Crash(), r])
-    assert r.seen.count('before_batch') == 25 - 14
+    assert r.seen.count('after_step') == 25 - 14
 
 def test_finished_run_resumes_to_nothing(tmp_path):
     ref_w, ref, _ = ck_run(tmp_path/'ref.pt', 'BatchLoader')
