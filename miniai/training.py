@@ -198,7 +198,7 @@ class Run:
     def step(self): self._steps['step'](self)
     def zero_grad(self): self._steps['zero_grad'](self)
 
-# %% ../nbs/04_training.ipynb #4855a0d5
+# %% ../nbs/04_training.ipynb #50da02bf
 class TrainCB(Callback):
     "The steps of a batch, in plain PyTorch: a callback that defines a step of its own replaces that one"
     def predict(self, run): run.preds = run.model(run.xb)
@@ -287,18 +287,30 @@ def _ddp(model):
     dev = next(model.parameters()).device
     return DDP(model, device_ids=[dev.index] if dev.type == 'cuda' else None)
 
+def _still_held(objs:list)->list:
+    "The objects of `objs` that something besides this list holds"
+    return [o for o in objs if sys.getrefcount(o) > 3] # 3: the list, the loop's name, getrefcount's argument
+
 class DDPCB(Callback):
     "Across processes, train through `DistributedDataParallel` (a loss with weights too) and validate the bare model; tell a sampler the epoch"
     def before_fit(self, run):
-        self.bare = run.model, run.loss_func
+        self.bare, self.held = (run.model, run.loss_func), []
         self.ddp = (_ddp(run.model), _ddp(run.loss_func)) if run.world > 1 else None
     def before_train(self, run):
         if hasattr(getattr(run.dl, 'sampler', None), 'set_epoch'): run.dl.sampler.set_epoch(run.epoch) # `DistributedSampler`'s order
         if self.ddp: run.model, run.loss_func = self.ddp
+    def after_loss(self, run):
+        if self.ddp and run.training and run.loss.requires_grad: run.loss.register_hook(self._hold)
+    def _hold(self, g):
+        "In backward: keep the Python context that PyTorch puts in thread-local state there, which each all-reduce of DDP captures"
+        if torch._C._is_key_in_tls('context'): self.held = _still_held(self.held) + [torch._C._get_obj_in_tls('context')]
     def before_validate(self, run): run.model, run.loss_func = self.bare # each process validates its own share: no gradients to average
     def after_fit(self, run):
         if hasattr(self, 'bare'): run.model, run.loss_func = self.bare
-        self.ddp = None # free the wrappers now, while the process group runs: not at exit, where gloo's threads may abort
+        self.ddp = None # free the wrappers now, while the process group runs
+        end = time.monotonic() + 10 # gloo's threads free a finished all-reduce a moment later, and its context with it: that needs
+        while _still_held(getattr(self, 'held', [])) and time.monotonic() < end: time.sleep(1e-4) # the GIL, which at exit aborts
+        self.held = []
 
 def default_cbs(progress:bool|None=None # progress bar (default: only when `interactive()`); only ever on rank 0
                )->list:
@@ -427,7 +439,7 @@ def load_weights(model:nn.Module, # the model to load into
     model.load_state_dict(sd)
     return model
 
-# %% ../nbs/04_training.ipynb #6af83c68
+# %% ../nbs/04_training.ipynb #7eb5845d
 _all_ = ['Schedule', 'GradClip', 'EarlyStopping', 'MixedPrecision', 'LRFinder', 'LRFindResult', 'lr_find', 'CheckpointError',
          'Checkpoint', 'init_distributed', 'train_mnist', 'mnist_main'] # names that moved: `from miniai.training import *` brings them too
 
