@@ -242,6 +242,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                  'miniai.training._one_batch': ('training.html#_one_batch', 'miniai/training.py'),
                                  'miniai.training._one_epoch': ('training.html#_one_epoch', 'miniai/training.py'),
                                  'miniai.training._still_held': ('training.html#_still_held', 'miniai/training.py'),
+                                 'miniai.training._wait_until': ('training.html#_wait_until', 'miniai/training.py'),
                                  'miniai.training.accuracy': ('training.html#accuracy', 'miniai/training.py'),
                                  'miniai.training.all_gather': ('training.html#all_gather', 'miniai/training.py'),
                                  'miniai.training.all_sum': ('training.html#all_sum', 'miniai/training.py'),

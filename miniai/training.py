@@ -58,13 +58,19 @@ def _comm(t:Tensor)->Tensor:
     "`t` where the process group can reach it: gloo works on CPU tensors, nccl on this process's GPU"
     return t.cuda() if dist.get_backend() == 'nccl' else t
 
+def _wait_until(done, # a function that says whether the wait is over
+                timeout:float=10. # seconds to wait at most
+               ):
+    "Poll `done()` until it is true or `timeout` seconds pass, sleeping in between: gloo's threads may need the GIL meanwhile"
+    end = time.monotonic() + timeout
+    while not done() and time.monotonic() < end: time.sleep(1e-4)
+
 def _let_go(t:Tensor, # a tensor that a finished collective used
             timeout:float=10. # seconds to wait at most
            )->Tensor:
     "`t`, once gloo's worker thread has let go of it: else that thread may free a tensor Python made, which needs the GIL and aborts the process at exit"
     if dist.get_backend() == 'gloo' and hasattr(t, '_use_count'): # how many owners t has: us, and the work while it lasts
-        end = time.monotonic() + timeout
-        while t._use_count() > 1 and time.monotonic() < end: time.sleep(1e-4)
+        _wait_until(lambda: t._use_count() <= 1, timeout)
     return t
 
 def all_sum(*xs:float # numbers of this process
@@ -308,8 +314,8 @@ class DDPCB(Callback):
     def after_fit(self, run):
         if hasattr(self, 'bare'): run.model, run.loss_func = self.bare
         self.ddp = None # free the wrappers now, while the process group runs
-        end = time.monotonic() + 10 # gloo's threads free a finished all-reduce a moment later, and its context with it: that needs
-        while _still_held(getattr(self, 'held', [])) and time.monotonic() < end: time.sleep(1e-4) # the GIL, which at exit aborts
+        # gloo's threads free a finished all-reduce a moment later, and its context with it: that needs the GIL, which at exit aborts
+        _wait_until(lambda: not _still_held(getattr(self, 'held', [])))
         self.held = []
 
 def default_cbs(progress:bool|None=None # progress bar (default: only when `interactive()`); only ever on rank 0
