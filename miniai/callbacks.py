@@ -11,12 +11,11 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 import matplotlib.pyplot as plt
 from .core import replacing
-from .training import (BatchLoader, Callback, CancelFitException, NonFiniteLossError, TrainCB, all_gather, fit,
-                             _first_line)
+from .training import (Callback, CancelFitException, NonFiniteLossError, TrainCB, all_gather, fit, _first_line, _n)
 
 # %% auto #0
-__all__ = ['Schedule', 'GradClip', 'EarlyStopping', 'MixedPrecision', 'LRFinder', 'LRFindResult', 'lr_find', 'CheckpointError',
-           'Checkpoint']
+__all__ = ['Schedule', 'GradClip', 'GradAccum', 'EarlyStopping', 'MixedPrecision', 'LRFinder', 'LRFindResult', 'lr_find',
+           'CheckpointError', 'Checkpoint']
 
 # %% ../nbs/06_callbacks.ipynb #d04778d9
 class Schedule(Callback):
@@ -53,6 +52,30 @@ class GradClip(Callback):
     def after_backward(self, run):
         params = [p for g in run.opt.param_groups for p in g['params']]
         self.norms.append(nn.utils.clip_grad_norm_(params, self.max_norm, self.norm_type).item())
+
+# %% ../nbs/06_callbacks.ipynb #4ec714a7
+class GradAccum(Callback):
+    "Train each batch as `k` micro-batches, one forward and backward pass each, then one step: the whole batch's gradient and loss, with a micro-batch's activations"
+    order = -30 # its `after_backward` runs the other micro-batches before another callback (`GradClip`) sees the gradient
+    def __init__(self, k:int # micro-batches per batch (a batch of fewer than k samples has fewer)
+                ):
+        if not isinstance(k, int) or isinstance(k, bool): raise TypeError(f"GradAccum's k must be a whole number of micro-batches, got {type(k).__name__}: {k!r}")
+        if k < 1: raise ValueError(f"GradAccum's k must be at least 1, got {k}")
+        self.k = k
+    def before_batch(self, run):
+        if not run.training: return
+        self.whole, self.n = (run.xb, run.yb), _n(run.yb)
+        self.parts = [(x, y) for x, y in zip(run.xb.tensor_split(self.k), run.yb.tensor_split(self.k)) if len(x)]
+        run.xb, run.yb = self.parts[0]
+    def after_loss(self, run):
+        if run.training: run.loss = run.loss * (_n(run.yb) / self.n) # this piece's share of the whole batch's mean
+    def after_backward(self, run):
+        loss = run.loss.detach()
+        for run.xb, run.yb in self.parts[1:]: # the other pieces, each with its predict and loss events
+            run.predict(); run('after_predict')
+            run.get_loss(); run('after_loss')
+            run.backward(); loss = loss + run.loss.detach()
+        run.xb, run.yb, run.loss = *self.whole, loss
 
 # %% ../nbs/06_callbacks.ipynb #e763e8ce
 class EarlyStopping(Callback):
@@ -101,7 +124,8 @@ class MixedPrecision(TrainCB):
     def backward(self, run):
         if self.scaler is None: return super().backward(run)
         self.scaler.scale(run.loss).backward() # the loss scaled up, so its gradients stay above float16's smallest numbers
-        self.scaler.unscale_(run.opt) # and back down at once: `after_backward` (clipping) sees the true gradients
+    def after_backward(self, run):
+        if self.scaler: self.scaler.unscale_(run.opt) # and back down, once per batch, before clipping (order 0) sees the gradients
     def step(self, run):
         if self.scaler is None: return super().step(run)
         self.scaler.step(run.opt); self.scaler.update() # skips a step whose gradients overflowed, and adapts the scale
@@ -181,8 +205,8 @@ def _load_checkpoint(path:Path)->dict:
                               "delete it, or give another path, to start afresh") from None
 
 def _batches(dl, skip:int):
-    "`dl`'s batches from number `skip` on (a resumed epoch): `BatchLoader` skips without indexing; other loaders load and drop them"
-    return dl.batches(skip) if isinstance(dl, BatchLoader) else itertools.islice(dl, skip, None)
+    "`dl`'s batches from number `skip` on (a resumed epoch): a loader with a `batches(skip)` method (`BatchLoader`) skips without indexing; others load and drop them"
+    return dl.batches(skip) if hasattr(dl, 'batches') else itertools.islice(dl, skip, None)
 
 _GENERATORS = {'loader': lambda dl: getattr(dl, 'generator', None), 'sampler': lambda dl: getattr(getattr(dl, 'sampler', None), 'generator', None)}
 
@@ -218,8 +242,10 @@ def _mismatch(ck:dict, run)->str|None:
     for what, have, got in (('model', run.model.state_dict(), ck['model']), ('loss function', _loss_state(run), ck['loss'])):
         if missing := [k for k in have if k not in got]: return f"its {what} lacks {missing[:5]}"
         if extra := [k for k in got if k not in have]: return f"its {what} has {extra[:5]}, which this run's lacks"
-        if shapes := [f"{k} {tuple(got[k].shape)}, here {tuple(have[k].shape)}" for k in have if got[k].shape != have[k].shape]:
+        if shapes := [f"{k} {tuple(got[k].shape)}, here {tuple(have[k].shape)}" for k in have if torch.is_tensor(have[k]) and got[k].shape != have[k].shape]:
             return f"its {what} has other shapes: {'; '.join(shapes[:5])}"
+        if other := [f"{k} {got[k]}, here {have[k]}" for k in have if not torch.is_tensor(have[k]) and got[k] != have[k]]:
+            return f"its {what} has another {'; '.join(other[:5])}" # e.g. a model's configuration, saved by its `get_extra_state`
     if ck['opt_type'] != type(run.opt).__name__: return f"its optimizer is {ck['opt_type']}, and this run's is {type(run.opt).__name__}"
     sizes = [len(g['params']) for g in run.opt.param_groups]
     if [len(g['params']) for g in ck['opt']['param_groups']] != sizes: return f"its optimizer's parameter groups hold other numbers of tensors than {sizes}"

@@ -92,7 +92,7 @@ def _usage_exit(p, msg:str)->int:
     "Say what is wrong with the flags as argparse does, and return exit code 2; under torchrun only rank 0 says it"
     if int(os.environ.get('RANK', 0)): # rank 0 fails the same check and prints; torchrun stops us when it exits
         time.sleep(_PEER_GRACE) # had we exited first, torchrun could stop rank 0 before it printed
-    p.print_usage(sys.stderr); print(f"miniai-mnist: error: {msg}", file=sys.stderr) # rank 0, or a rank whose check alone failed
+    p.print_usage(sys.stderr); print(f"{p.prog}: error: {msg}", file=sys.stderr) # rank 0, or a rank whose check alone failed
     return 2
 
 def mnist_main(argv:list|None=None # arguments (default: the command line)

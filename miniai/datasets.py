@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_datasets.ipynb #b237e3a0
 from __future__ import annotations
-import gzip, http.client, os, pickle, sys, urllib.error, urllib.request, zlib
+import gzip, hashlib, http.client, os, pickle, sys, urllib.error, urllib.request, zlib
 from pathlib import Path
 import numpy as np, torch
 from torch import Tensor
@@ -13,8 +13,8 @@ import matplotlib.pyplot as plt
 from .core import interactive, replacing
 
 # %% auto #0
-__all__ = ['MNIST_URL', 'MNIST_SIZES', 'data_dir', 'download', 'SafeUnpickler', 'DataFileError', 'load_mnist', 'mnist_file',
-           'get_mnist', 'show_image', 'show_images']
+__all__ = ['MNIST_URL', 'MNIST_SIZES', 'data_dir', 'download', 'SafeUnpickler', 'DataFileError', 'load_mnist', 'data_file',
+           'mnist_file', 'get_mnist', 'show_image', 'show_images']
 
 # %% ../nbs/01_datasets.ipynb #f2f668fe
 MNIST_URL = 'https://github.com/mnielsen/neural-networks-and-deep-learning/blob/master/data/mnist.pkl.gz?raw=true'
@@ -29,18 +29,23 @@ def data_dir()->Path:
 def download(url:str, # where to fetch from
              dest:Path, # the file to create
              chunk:int=1<<20, # bytes read at a time
-             show:bool|None=None # progress bar (default: only when `interactive()`)
+             show:bool|None=None, # progress bar (default: only when `interactive()`)
+             sha256:str|None=None # the file's expected SHA-256 in hex: a download that differs is not kept
             )->Path:
-    "Fetch `url` into `dest` through a temporary file, renamed into place only when complete"
+    "Fetch `url` into `dest` through a temporary file, renamed into place only when complete (and, given `sha256`, correct)"
     with urllib.request.urlopen(url, timeout=60) as r, replacing(dest) as tmp, open(tmp, 'wb') as f: # nothing is created if the URL fails
         size = int(r.headers.get('Content-Length') or 0)
         chunks = iter(lambda: r.read(chunk), b'')
         if show if show is not None else interactive():
             chunks = progress_bar(chunks, total=-(-size//chunk) if size else None, leave=False)
-        try: got = sum(f.write(c) for c in chunks)
+        h = hashlib.sha256()
+        def write(c): h.update(c); return f.write(c)
+        try: got = sum(map(write, chunks))
         except http.client.IncompleteRead as e: got = f.tell() + len(e.partial)
         if size and got != size:
             raise OSError(f'Download of {url} stopped after {got} of {size} bytes; nothing was saved. Try again.')
+        if sha256 and h.hexdigest() != sha256:
+            raise DataFileError(f'{url} sent a file whose SHA-256 is {h.hexdigest()}, expected {sha256}; nothing was saved. Check the URL.')
     return Path(dest)
 
 # %% ../nbs/01_datasets.ipynb #b4c5e2e4
@@ -91,18 +96,30 @@ def _why(e:Exception)->str:
     r = getattr(e, 'reason', e)
     return getattr(r, 'strerror', None) or str(r) or type(r).__name__
 
+def _sha256(fn:Path)->str: return hashlib.sha256(fn.read_bytes()).hexdigest()
+
+def data_file(name:str, # the file's name, e.g. 'mnist.pkl.gz'
+              url:str, # where to download it from when it is missing
+              path:Path|None=None, # data folder (default: `data_dir()`)
+              sha256:str|None=None # its SHA-256 in hex, checked on the file found or downloaded (None: no check)
+             )->Path:
+    "The path of `name` in `path`, downloaded from `url` first if it is missing; `FileNotFoundError` saying what to do if that fails"
+    fn = Path(path or data_dir())/name
+    if fn.exists():
+        if sha256 and (got := _sha256(fn)) != sha256:
+            raise DataFileError(f"{fn} is not the expected file: its SHA-256 is {got}, expected {sha256}. Delete it to download it again.")
+        return fn
+    where = 'the folder asked for' if path else '$MINIAI_DATA' if os.environ.get('MINIAI_DATA') else 'the per-user cache'
+    try: return download(url, fn, sha256=sha256)
+    except (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError) as e:
+        raise FileNotFoundError(f"{fn.name} is not in {fn.parent} ({where}), and downloading it from {url} failed ({_why(e)}). "
+                                f"Put {fn.name} in {fn.parent}, or set MINIAI_DATA to a folder that holds it.") from None
+
 def mnist_file(path:Path|None=None, # data folder (default: `data_dir()`)
                url:str|None=None, # where to download from when the file is missing (default: $MINIAI_MNIST_URL, else `MNIST_URL`)
               )->Path:
     "The path of `mnist.pkl.gz` in `path`, downloaded from `url` first if it is missing; `FileNotFoundError` saying what to do if that fails"
-    fn = Path(path or data_dir())/'mnist.pkl.gz'
-    if fn.exists(): return fn
-    url = url or os.environ.get('MINIAI_MNIST_URL') or MNIST_URL
-    where = 'the folder asked for' if path else '$MINIAI_DATA' if os.environ.get('MINIAI_DATA') else 'the per-user cache'
-    try: return download(url, fn)
-    except (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError) as e:
-        raise FileNotFoundError(f"{fn.name} is not in {fn.parent} ({where}), and downloading it from {url} failed ({_why(e)}). "
-                                f"Put {fn.name} in {fn.parent}, or set MINIAI_DATA to a folder that holds it.") from None
+    return data_file('mnist.pkl.gz', url or os.environ.get('MINIAI_MNIST_URL') or MNIST_URL, path)
 
 def get_mnist(path:Path|None=None, # data folder (default: `data_dir()`)
               url:str|None=None, # where to download from when the file is missing (default: $MINIAI_MNIST_URL, else `MNIST_URL`)

@@ -214,6 +214,10 @@ class TrainCB(Callback):
     def zero_grad(self, run): run.opt.zero_grad()
 
 # %% ../nbs/04_training.ipynb #c133f0f8
+def _n(yb)->int:
+    "How many targets a batch's mean loss averages over: one per sample for classes, one per token for sequences"
+    return yb.numel() if torch.is_tensor(yb) else len(yb)
+
 class History(Callback):
     "Records per-epoch metrics (summed over all processes) and per-batch training losses of a `fit`"
     order = -20 # an epoch's row is in place before other callbacks read it at `after_validate`
@@ -227,7 +231,7 @@ class History(Callback):
     def before_epoch(self, run): self.t0 = time.perf_counter()
     def before_validate(self, run): self.vloss = self.vacc = 0.; self.vcount = 0
     def after_batch(self, run):
-        n, lv = len(run.xb), run.loss.item()
+        n, lv = _n(run.yb), run.loss.item()
         if run.training: self.batch_losses.append(lv); self.tot += lv * n; self.count += n # `tot`, `count`: a checkpoint keeps them mid-epoch
         else: self.vloss += lv * n; self.vacc += run.metric(run.preds, run.yb).item() * n; self.vcount += n
     def after_validate(self, run):
@@ -273,10 +277,10 @@ class ProgressCB(Callback):
 class PrintCB(Callback):
     "Print each epoch's losses and accuracy in one line, on rank 0 (through the progress bar, when one shows)"
     order = History.order + 1
+    def line(self, run, r:dict)->str: return f"epoch {r['epoch']}: train loss {r['train_loss']:.4f}, valid loss {r['valid_loss']:.4f}, valid accuracy {r['valid_acc']:.4f}"
     def after_validate(self, run):
         if run.rank: return
-        r = run.history.epochs[-1]
-        line = f"epoch {r['epoch']}: train loss {r['train_loss']:.4f}, valid loss {r['valid_loss']:.4f}, valid accuracy {r['valid_acc']:.4f}"
+        line = self.line(run, run.history.epochs[-1])
         run.mbar.write(line) if run.mbar else print(line)
 
 class FitResult(tuple):
@@ -395,14 +399,14 @@ def evaluate(model, # the model to evaluate
              dl, # validation batches
              metric=None # metric(preds, targets) to report beside the loss (default: `accuracy`)
             )->tuple:
-    "Mean loss and metric (accuracy) of `model` over `dl`, weighted by batch size, without gradients; summed over all processes"
+    "Mean loss and metric (accuracy) of `model` over `dl`, weighted by the number of targets, without gradients; summed over all processes"
     metric = metric or accuracy
     was_training = getattr(model, 'training', False)
     if hasattr(model, 'eval'): model.eval()
     tot_loss = tot_acc = 0.; count = 0
     with torch.no_grad():
         for xb, yb in dl:
-            pred, n = model(xb), len(xb)
+            pred, n = model(xb), _n(yb)
             tot_loss += loss_func(pred, yb).item() * n
             tot_acc += metric(pred, yb).item() * n
             count += n

@@ -7,8 +7,9 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 from miniai.losses import cross_entropy
 from miniai.training import (EVENTS, BatchLoader, Callback, CancelBatchException, CancelEpochException, CancelFitException,
-                             Checkpoint, CheckpointError, Dataset, EarlyStopping, GradClip, MixedPrecision, Schedule, evaluate,
-                             fit, get_dls, lr_find)
+                             Checkpoint, CheckpointError, Dataset, EarlyStopping, GradClip, MixedPrecision, Schedule, TrainCB,
+                             History, evaluate, fit, get_dls, lr_find)
+from miniai.callbacks import GradAccum
 
 def data(n=600, seed=1):
     g = torch.Generator().manual_seed(seed)
@@ -191,6 +192,40 @@ def test_early_stopping_patience_and_state():
         run.history.epochs.append(dict(valid_acc=v)); acc.after_validate(run)
     assert acc.stopped
     with pytest.raises(ValueError, match='patience must be at least 0'): EarlyStopping(patience=-1)
+
+class StepGrads(TrainCB):
+    "The batch steps, keeping the gradient each optimizer step sees"
+    def __init__(self): self.grads = []
+    def step(self, run): self.grads.append([p.grad.clone() for p in run.model.parameters()]); run.opt.step()
+
+@pytest.mark.parametrize('k,bs', [(1, 20), (2, 20), (3, 20), (7, 20), (4, 30)])
+def test_grad_accum_steps_as_the_whole_batch(k, bs):
+    "k micro-batches (unequal when bs % k): each step sees the whole batch's gradient and History the whole batch's loss"
+    def go(cbs):
+        s = StepGrads()
+        torch.manual_seed(0); model = mlp(); opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        (x, y), (xv, yv) = data(90), data(50, 2)
+        res = fit(1, model, cross_entropy, opt, BatchLoader(Dataset(x, y), bs), BatchLoader(Dataset(xv, yv), 50), cbs=cbs, defaults=[s, History()])
+        return s.grads, res.history
+    (g1, h1), (g2, h2) = go([]), go([GradAccum(k)])
+    assert len(g1) == len(g2) == -(-90 // bs)
+    torch.testing.assert_close(g2[0], g1[0], rtol=1e-6, atol=1e-7) # the first step: the same weights, the same gradient
+    torch.testing.assert_close(h2.batch_losses, h1.batch_losses, rtol=1e-5, atol=0)
+    torch.testing.assert_close(h2.epochs[-1]['valid_loss'], h1.epochs[-1]['valid_loss'], rtol=1e-5, atol=0)
+
+def test_grad_accum_runs_the_events_of_each_micro_batch_and_clips_the_whole_gradient():
+    seen = []
+    class Seen(Callback):
+        order = 1
+        def after_loss(self, run):
+            if run.training: seen.append(('loss', len(run.xb)))
+        def after_backward(self, run): seen.append(('backward', len(run.xb), sum(p.grad.norm()**2 for p in run.model.parameters()).sqrt().item()))
+    clip = GradClip(1e-3)
+    tiny_fit([GradAccum(3), clip, Seen()], epochs=1, n=20, bs=20)
+    assert [s[:2] for s in seen] == [('loss', 7), ('loss', 7), ('loss', 6), ('backward', 20)]
+    assert clip.norms[0] > 1e-2 and abs(seen[-1][2] - 1e-3) < 1e-6, 'GradClip saw and clipped the whole gradient'
+    with pytest.raises(ValueError, match='k must be at least 1, got 0'): GradAccum(0)
+    with pytest.raises(TypeError, match='whole number of micro-batches'): GradAccum(2.5)
 
 def test_mixed_precision_bfloat16_on_cpu():
     seen = []
