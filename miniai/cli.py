@@ -68,21 +68,27 @@ def train_mnist(epochs:int=5, # passes over the 50,000 training images
     return res
 
 # %% ../nbs/08_cli.ipynb #57270cf8
-def _usage_error(args:dict)->str|None:
-    "What is wrong with `miniai-mnist`'s flags, found before any data is loaded or any batch trained; None if nothing"
-    for k in ('epochs', 'bs', 'nh'):
-        if args[k] < 1: return f"argument --{k}: must be at least 1, got {args[k]}"
-    if not (math.isfinite(args['lr']) and args['lr'] > 0): return f"argument --lr: must be a finite number above 0, got {args['lr']}"
-    if args['sched'] not in (None, 'onecycle'): return f"argument --sched: expected 'onecycle', got {args['sched']!r}"
+def _files_error(args:dict, # the parsed flags, with 'every', 'out' and 'checkpoint'
+                 write:bool=True # whether the command will write to --out and --checkpoint
+                )->str|None:
+    "What is wrong with the flags `--every`, `--out` and `--checkpoint`, which `miniai-mnist` and `miniai-gpt` share; None if nothing"
     if args['every'] is not None and (args['every'] < 1 or not args['checkpoint']):
         return f"argument --every: needs --checkpoint and a count of at least 1, got {args['every']}" + ("" if args['checkpoint'] else " without --checkpoint")
-    for k in ('out', 'checkpoint'):
+    for k in ('out', 'checkpoint') if write else ():
         if not args[k]: continue
         try: _writable(Path(args[k]) if k == 'out' else Path(args[k]).parent)
         except OSError as e: return f"argument --{k}: cannot write to {args[k]}: {e.strerror or e}"
     if args['checkpoint'] and Path(args['checkpoint']).exists(): # a file that cannot be read is a bad flag: say so before any work
         try: _load_checkpoint(Path(args['checkpoint']))
         except CheckpointError as e: return f"argument --checkpoint: {e}"
+
+def _usage_error(args:dict)->str|None:
+    "What is wrong with `miniai-mnist`'s flags, found before any data is loaded or any batch trained; None if nothing"
+    for k in ('epochs', 'bs', 'nh'):
+        if args[k] < 1: return f"argument --{k}: must be at least 1, got {args[k]}"
+    if not (math.isfinite(args['lr']) and args['lr'] > 0): return f"argument --lr: must be a finite number above 0, got {args['lr']}"
+    if args['sched'] not in (None, 'onecycle'): return f"argument --sched: expected 'onecycle', got {args['sched']!r}"
+    if msg := _files_error(args): return msg
     try: mnist_file(args['data'])
     except FileNotFoundError as e: return str(e)
 

@@ -13,8 +13,8 @@ from fastcore.script import anno_parser, bool_arg
 from .datasets import DataFileError, data_file
 from .losses import LinearCrossEntropyLoss
 from .training import Callback, FitResult, NonFiniteLossError, PrintCB, default_cbs, fit, save_weights
-from .callbacks import Checkpoint, CheckpointError, GradAccum, GradClip, MixedPrecision, Schedule, _load_checkpoint, _writable
-from .cli import _usage_exit
+from .callbacks import Checkpoint, CheckpointError, GradAccum, GradClip, MixedPrecision, Schedule, _load_checkpoint
+from .cli import _files_error, _usage_exit
 
 # %% auto #0
 __all__ = ['SHAKESPEARE_URL', 'SHAKESPEARE_SHA256', 'shakespeare_file', 'get_shakespeare', 'CharVocab', 'split_data', 'Windows',
@@ -331,17 +331,9 @@ def _gpt_usage_error(a:dict, # the parsed arguments
     if a['n_embd'] % a['n_head']: return f"argument {f['n_embd']}: must be a multiple of {f['n_head']} ({a['n_head']}), got {a['n_embd']}"
     if a['accum'] > a['bs']: return f"argument --accum: must be at most --bs ({a['bs']}), got {a['accum']}"
     if a['top_k'] is not None and a['top_k'] < 1: return f"argument {f['top_k']}: must be at least 1, got {a['top_k']}"
-    if a['every'] is not None and (a['every'] < 1 or not a['checkpoint']):
-        return f"argument --every: needs --checkpoint and a count of at least 1, got {a['every']}" + ("" if a['checkpoint'] else " without --checkpoint")
     if a['sample'] is not None and not (a['checkpoint'] and Path(a['checkpoint']).exists()):
         return f"argument --sample: needs --checkpoint with a file to sample from, got {a['checkpoint']!r}"
-    for k in ('out', 'checkpoint'):
-        if not a[k] or a['sample'] is not None: continue
-        try: _writable(Path(a[k]) if k == 'out' else Path(a[k]).parent)
-        except OSError as e: return f"argument {f[k]}: cannot write to {a[k]}: {e.strerror or e}"
-    if a['checkpoint'] and Path(a['checkpoint']).exists():
-        try: _load_checkpoint(Path(a['checkpoint']))
-        except CheckpointError as e: return f"argument --checkpoint: {e}"
+    if msg := _files_error(a, write=a['sample'] is None): return msg
     try: vocab = CharVocab(get_shakespeare(a['data']))
     except (FileNotFoundError, DataFileError) as e: return str(e)
     if a['sample'] is not None:
