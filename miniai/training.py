@@ -8,19 +8,17 @@ import importlib, math, pickle, sys, time
 from pathlib import Path
 import torch
 from torch import Tensor, nn
-import torch.distributed as dist
-from torch.nn.parallel import DistributedDataParallel as DDP
 import matplotlib.pyplot as plt
 from fastprogress.fastprogress import master_bar, progress_bar
 from .core import interactive, replacing
 
 # %% auto #0
-__all__ = ['EVENTS', 'STEPS', 'accuracy', 'report', 'Dataset', 'world', 'all_sum', 'from_rank0', 'all_gather', 'BatchLoader',
-           'get_dls', 'CancelBatchException', 'CancelEpochException', 'CancelFitException', 'Callback', 'Run',
-           'TrainCB', 'History', 'NonFiniteLossError', 'NonFiniteCB', 'ProgressCB', 'PrintCB', 'FitResult', 'DDPCB',
-           'default_cbs', 'fit', 'evaluate', 'top_k_error', 'save_weights', 'load_weights', 'Schedule', 'GradClip',
-           'EarlyStopping', 'MixedPrecision', 'LRFinder', 'LRFindResult', 'lr_find', 'CheckpointError', 'Checkpoint',
-           'init_distributed', 'train_mnist', 'mnist_main']
+__all__ = ['EVENTS', 'STEPS', 'accuracy', 'report', 'Dataset', 'BatchLoader', 'get_dls', 'CancelBatchException',
+           'CancelEpochException', 'CancelFitException', 'Callback', 'Run', 'TrainCB', 'History', 'NonFiniteLossError',
+           'NonFiniteCB', 'ProgressCB', 'PrintCB', 'default_cbs', 'FitResult', 'fit', 'evaluate', 'top_k_error',
+           'save_weights', 'load_weights', 'Schedule', 'GradClip', 'EarlyStopping', 'MixedPrecision', 'LRFinder',
+           'LRFindResult', 'lr_find', 'CheckpointError', 'Checkpoint', 'init_distributed', 'train_mnist', 'mnist_main',
+           'world', 'all_sum', 'from_rank0', 'all_gather', 'DDPCB']
 
 # %% ../nbs/04_training.ipynb #07cf8c44
 def accuracy(out:Tensor, # logits or probabilities, classes on dim 1
@@ -49,59 +47,9 @@ class Dataset:
     def __len__(self): return len(self.x)
     def __getitem__(self, i): return self.x[i], self.y[i]
 
-# %% ../nbs/04_training.ipynb #5c341af7
-def world()->tuple: # (rank, world_size)
-    "This process's rank and the number of processes: (0, 1) unless a `torch.distributed` process group is running"
-    return (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
-
-def _comm(t:Tensor)->Tensor:
-    "`t` where the process group can reach it: gloo works on CPU tensors, nccl on this process's GPU"
-    return t.cuda() if dist.get_backend() == 'nccl' else t
-
-def _wait_until(done, # a function that says whether the wait is over
-                timeout:float=10. # seconds to wait at most
-               ):
-    "Poll `done()` until it is true or `timeout` seconds pass, sleeping in between: gloo's threads may need the GIL meanwhile"
-    end = time.monotonic() + timeout
-    while not done() and time.monotonic() < end: time.sleep(1e-4)
-
-def _let_go(t:Tensor, # a tensor that a finished collective used
-            timeout:float=10. # seconds to wait at most
-           )->Tensor:
-    "`t`, once gloo's worker thread has let go of it: else that thread may free a tensor Python made, which needs the GIL and aborts the process at exit"
-    if dist.get_backend() == 'gloo' and hasattr(t, '_use_count'): # how many owners t has: us, and the work while it lasts
-        _wait_until(lambda: t._use_count() <= 1, timeout)
-    return t
-
-def all_sum(*xs:float # numbers of this process
-           )->list:
-    "The sums over all processes of the numbers `xs`, in float64 (with one process: the numbers themselves)"
-    if world()[1] == 1: return list(xs)
-    t = _comm(torch.tensor(xs, dtype=torch.float64))
-    dist.all_reduce(t)
-    return _let_go(t).tolist()
-
-def from_rank0(t:Tensor # this process's tensor; every process passes one of the same shape and dtype
-              )->Tensor:
-    "Rank 0's `t`, on every process (with one process: `t` itself)"
-    if world()[1] == 1: return t
-    c = _comm(t.clone())
-    dist.broadcast(c, 0)
-    return _let_go(c).to(t.device)
-
-def all_gather(t:Tensor # this process's tensor; the processes' may differ in length along dim 0
-              )->list:
-    "Every process's `t`, as a list by rank (with one process: `[t]`)"
-    W = world()[1]
-    if W == 1: return [t]
-    n = [int(v) for v in all_sum(*[len(t) if r == world()[0] else 0 for r in range(W)])] # each process's length
-    c = _comm(torch.cat([t, t.new_zeros((max(n) - len(t), *t.shape[1:]))])) # padded to the longest
-    outs = [torch.empty_like(c) for _ in range(W)]
-    dist.all_gather(outs, c)
-    _let_go(c)
-    return [_let_go(o)[:k].to(t.device) for o, k in zip(outs, n)]
-
 # %% ../nbs/04_training.ipynb #8afde5a8
+from .distributed import world, from_rank0
+
 class BatchLoader:
     "Batches of an in-memory `Dataset`, indexed with whole slices of a shuffled permutation; under `torch.distributed`, this process's share"
     def __init__(self, ds:Dataset, # a `Dataset` over tensors
@@ -179,6 +127,7 @@ class Callback:
     def state_dict(self)->dict: return {} # what a checkpoint keeps of this callback
     def load_state_dict(self, sd:dict): pass
 
+# %% ../nbs/04_training.ipynb #65c220ae
 EVENTS = ('before_fit', 'before_epoch', 'before_train', 'before_batch', 'after_predict', 'after_loss', 'after_backward',
           'after_step', 'after_batch', 'after_train', 'before_validate', 'after_validate', 'after_epoch', 'after_fit')
 STEPS = ('predict', 'get_loss', 'backward', 'step', 'zero_grad')
@@ -214,6 +163,8 @@ class TrainCB(Callback):
     def zero_grad(self, run): run.opt.zero_grad()
 
 # %% ../nbs/04_training.ipynb #c133f0f8
+from .distributed import all_sum
+
 def _n(yb)->int:
     "How many targets a batch's mean loss averages over: one per sample for classes, one per token for sequences"
     return yb.numel() if torch.is_tensor(yb) else len(yb)
@@ -258,6 +209,7 @@ class History(Callback):
         ax.set_xlabel('epoch'); ax.set_ylabel('loss'); ax.legend()
         return ax.figure
 
+# %% ../nbs/04_training.ipynb #8c819ce5
 class NonFiniteLossError(FloatingPointError):
     "Training stopped because the loss became nan or inf"
 
@@ -268,6 +220,7 @@ class NonFiniteCB(Callback):
             where = f" on rank {run.rank} of {run.world}" if run.world > 1 else ""
             raise NonFiniteLossError(f"the training loss became {lv} at epoch {run.epoch}, batch {run.iter}{where}: lower the learning rate or check the inputs of that batch")
 
+# %% ../nbs/04_training.ipynb #b38a478b
 class ProgressCB(Callback):
     "Progress bars (fastprogress) over the epochs and each epoch's training batches"
     order = 10 # after a checkpoint has said where a resumed run starts
@@ -283,50 +236,17 @@ class PrintCB(Callback):
         line = self.line(run, run.history.epochs[-1])
         run.mbar.write(line) if run.mbar else print(line)
 
-class FitResult(tuple):
-    "(valid_loss, valid_accuracy) of the last finished epoch, with the `history` and whether training was `interrupted`"
-    def __new__(cls, history:History, interrupted:bool=False):
-        last = history.epochs[-1] if history.epochs else dict(valid_loss=math.nan, valid_acc=math.nan)
-        res = super().__new__(cls, (last['valid_loss'], last['valid_acc']))
-        res.history, res.interrupted = history, interrupted
-        return res
-
-def _ddp(model):
-    "`model` in `DistributedDataParallel`, which averages gradients over the processes; as it is if it has nothing to train"
-    if isinstance(model, DDP) or not isinstance(model, nn.Module) or not any(p.requires_grad for p in model.parameters()): return model
-    dev = next(model.parameters()).device
-    return DDP(model, device_ids=[dev.index] if dev.type == 'cuda' else None)
-
-def _still_held(objs:list)->list:
-    "The objects of `objs` that something besides this list holds"
-    return [o for o in objs if sys.getrefcount(o) > 3] # 3: the list, the loop's name, getrefcount's argument
-
-class DDPCB(Callback):
-    "Across processes, train through `DistributedDataParallel` (a loss with weights too) and validate the bare model; tell a sampler the epoch"
-    def before_fit(self, run):
-        self.bare, self.held = (run.model, run.loss_func), []
-        self.ddp = (_ddp(run.model), _ddp(run.loss_func)) if run.world > 1 else None
-    def before_train(self, run):
-        if hasattr(getattr(run.dl, 'sampler', None), 'set_epoch'): run.dl.sampler.set_epoch(run.epoch) # `DistributedSampler`'s order
-        if self.ddp: run.model, run.loss_func = self.ddp
-    def after_loss(self, run):
-        if self.ddp and run.training and run.loss.requires_grad: run.loss.register_hook(self._hold)
-    def _hold(self, g):
-        "In backward: keep the Python context that PyTorch puts in thread-local state there, which each all-reduce of DDP captures"
-        if torch._C._is_key_in_tls('context'): self.held = _still_held(self.held) + [torch._C._get_obj_in_tls('context')]
-    def before_validate(self, run): run.model, run.loss_func = self.bare # each process validates its own share: no gradients to average
-    def after_fit(self, run):
-        if hasattr(self, 'bare'): run.model, run.loss_func = self.bare
-        self.ddp = None # free the wrappers now, while the process group runs
-        # gloo's threads free a finished all-reduce a moment later, and its context with it: that needs the GIL, which at exit aborts
-        _wait_until(lambda: not _still_held(getattr(self, 'held', [])))
-        self.held = []
+# %% ../nbs/04_training.ipynb #9d9fd2ea
+from .distributed import DDPCB
 
 def default_cbs(progress:bool|None=None # progress bar (default: only when `interactive()`); only ever on rank 0
                )->list:
     "The callbacks `fit` runs unless given others: the batch steps, history, the non-finite check, progress, printed lines and DDP"
     bar = (interactive() if progress is None else progress) and world()[0] == 0
     return [TrainCB(), History(), NonFiniteCB(), *([ProgressCB()] if bar else []), PrintCB(), DDPCB()]
+
+# %% ../nbs/04_training.ipynb #c822379a
+DDPCB.state_dict, DDPCB.load_state_dict = Callback.state_dict, Callback.load_state_dict # it keeps no state, as a `Callback` that keeps none: a checkpoint passes it over
 
 # %% ../nbs/04_training.ipynb #5750138f
 def _one_batch(run:Run):
@@ -355,6 +275,15 @@ def _one_epoch(run:Run, training:bool):
             for run.iter, (run.xb, run.yb) in enumerate(run.batches, run.first): _one_batch(run)
         run(f'after_{phase}')
     except CancelEpochException: pass
+
+# %% ../nbs/04_training.ipynb #70bd590f
+class FitResult(tuple):
+    "(valid_loss, valid_accuracy) of the last finished epoch, with the `history` and whether training was `interrupted`"
+    def __new__(cls, history:History, interrupted:bool=False):
+        last = history.epochs[-1] if history.epochs else dict(valid_loss=math.nan, valid_acc=math.nan)
+        res = super().__new__(cls, (last['valid_loss'], last['valid_acc']))
+        res.history, res.interrupted = history, interrupted
+        return res
 
 def fit(epochs:int, # passes over the training data
         model, # the model: a callable, usually an `nn.Module`
@@ -450,8 +379,9 @@ def load_weights(model:nn.Module, # the model to load into
     return model
 
 # %% ../nbs/04_training.ipynb #7eb5845d
+from .distributed import all_gather, _comm, _wait_until, _let_go, _still_held, _ddp # names that moved, for code that imported them from here
 _all_ = ['Schedule', 'GradClip', 'EarlyStopping', 'MixedPrecision', 'LRFinder', 'LRFindResult', 'lr_find', 'CheckpointError',
-         'Checkpoint', 'init_distributed', 'train_mnist', 'mnist_main'] # names that moved: `from miniai.training import *` brings them too
+         'Checkpoint', 'init_distributed', 'train_mnist', 'mnist_main', 'world', 'all_sum', 'from_rank0', 'all_gather', 'DDPCB'] # names that moved: `from miniai.training import *` brings them too
 
 def __getattr__(name:str):
     "A name that moved to a later module, from there: `from miniai.training import Checkpoint` works as before"

@@ -199,3 +199,14 @@ def test_one_process_has_no_process_group():
     assert not dist.is_initialized() and world() == (0, 1)
     t = torch.arange(3)
     assert all_sum(1.5, 2) == [1.5, 2] and from_rank0(t) is t
+
+def test_distributed_names_still_import_from_training():
+    "The collectives and DDPCB live in miniai.distributed, below training; miniai.training still gives the same objects"
+    import miniai.training as T, miniai.distributed as D
+    from miniai.callbacks import _stateful
+    for k in ('world', 'all_sum', 'from_rank0', 'all_gather', 'DDPCB', '_let_go', '_ddp'): assert getattr(T, k) is getattr(D, k)
+    assert {'world', 'all_sum', 'from_rank0', 'all_gather', 'DDPCB'} <= set(T.__all__)
+    assert not any(isinstance(cb, D.DDPCB) for cb in _stateful(T.default_cbs(False))) # a checkpoint passes it over, as before
+    alone = subprocess.run([sys.executable, '-c', "import sys, miniai.distributed; print('miniai.training' in sys.modules)"],
+                           capture_output=True, text=True, check=True)
+    assert alone.stdout.strip() == 'False' # distributed imports nothing of training
