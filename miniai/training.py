@@ -263,6 +263,7 @@ def _one_batch(run:Run):
     finally:
         if run.training: run.zero_grad() # a cancelled batch leaves no gradient behind either
 
+# %% ../nbs/04_training.ipynb #0c8fabea
 def _one_epoch(run:Run, training:bool):
     "One pass over the training batches, or over the validation batches without gradients"
     run.training, run.dl = training, run.train_dl if training else run.valid_dl
@@ -276,7 +277,7 @@ def _one_epoch(run:Run, training:bool):
         run(f'after_{phase}')
     except CancelEpochException: pass
 
-# %% ../nbs/04_training.ipynb #70bd590f
+# %% ../nbs/04_training.ipynb #2e0bba5a
 class FitResult(tuple):
     "(valid_loss, valid_accuracy) of the last finished epoch, with the `history` and whether training was `interrupted`"
     def __new__(cls, history:History, interrupted:bool=False):
@@ -285,6 +286,7 @@ class FitResult(tuple):
         res.history, res.interrupted = history, interrupted
         return res
 
+# %% ../nbs/04_training.ipynb #310e0b6a
 def fit(epochs:int, # passes over the training data
         model, # the model: a callable, usually an `nn.Module`
         loss_func, # loss function(preds, targets), e.g. `cross_entropy`
