@@ -116,6 +116,7 @@ class MixedPrecision(TrainCB):
         p = next(iter(run.model.parameters()), None)
         self.dev = 'cpu' if p is None else p.device.type
         if self.dtype == torch.float16 and self.dev != 'cuda': raise ValueError(f"float16 autocast needs a CUDA model, and this one is on {self.dev}: use torch.bfloat16 there")
+        # float16 follows PyTorch's AMP recipe (autocast and GradScaler); the course has run it on no GPU, only its CPU refusal is tested
         if self.dtype == torch.float16 and self.scaler is None: self.scaler = torch.amp.GradScaler('cuda') # small float16 gradients underflow
     def predict(self, run):
         with torch.autocast(self.dev, dtype=self.dtype): super().predict(run)
