@@ -201,3 +201,15 @@ def test_the_command_refuses_another_run_s_log_in_one_line(tmp_path, mnist_dir):
     assert r.returncode == 2 and 'Traceback' not in r.stderr and (tmp_path/'logs'/'log.csv').read_text() == 'step\n1\n'
     [line] = [l for l in r.stderr.splitlines() if 'error:' in l]
     assert line == f"miniai-mnist: error: argument --log-dir: {tmp_path/'logs'/'log.csv'} holds the log of another run: give another path, or delete it, to start afresh"
+
+def test_miniai_gpt_logs_its_samples_as_text(tmp_path):
+    "miniai-gpt --log-dir: a row per step and per evaluation, and each evaluation's sample as TensorBoard text"
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.util import tensor_util
+    r = subprocess.run(['miniai-gpt', '--steps', '4', '--eval-every', '2', '--n-layer', '1', '--n-head', '2', '--n-embd', '16', '--bs', '4',
+                        '--sample-chars', '20', '--out', str(tmp_path), '--log-dir', str(tmp_path/'logs')], capture_output=True, text=True, env=ENV, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert [(x['step'], x['phase']) for x in rows(tmp_path/'logs'/'log.csv')] == [('1', 'train'), ('2', 'train'), ('2', 'valid'), ('3', 'train'), ('4', 'train'), ('4', 'valid')]
+    ea = EventAccumulator(str(tmp_path/'logs')); ea.Reload()
+    texts = [(e.step, tensor_util.make_ndarray(e.tensor_proto).item().decode()) for e in ea.Tensors('samples/text_summary')]
+    assert [s for s, _ in texts] == [2, 4] and all(t.replace('\n    ', '\n') .strip() in r.stdout for _, t in texts), (texts, r.stdout)
