@@ -28,7 +28,8 @@ requirements = shlex.split(cfg.get('requirements', ''))
 if cfg.get('pip_requirements'): requirements += shlex.split(cfg.get('pip_requirements', ''))
 min_python = cfg['min_python']
 lic = licenses.get(cfg['license'].lower(), (cfg['license'], None))
-extras = {'dev': cfg.get('dev_requirements', '').split(), 'nbdev2': cfg.get('nbdev2_requirements', '').split()}
+extras = {'dev': cfg.get('dev_requirements', '').split(), 'nbdev2': cfg.get('nbdev2_requirements', '').split(),
+          'tensorboard': cfg.get('tensorboard_requirements', '').split()}
 
 setuptools.setup(
     name = cfg['lib_name'],

@@ -15,7 +15,7 @@ from .training import (Callback, CancelFitException, NonFiniteLossError, TrainCB
 
 # %% auto #0
 __all__ = ['Schedule', 'GradClip', 'GradAccum', 'EarlyStopping', 'MixedPrecision', 'LRFinder', 'LRFindResult', 'lr_find',
-           'CheckpointError', 'Checkpoint']
+           'CheckpointError', 'Checkpoint', 'CSVLogger', 'TensorBoardCB', 'log_cbs']
 
 # %% ../nbs/06_callbacks.ipynb #d04778d9
 class Schedule(Callback):
@@ -251,6 +251,8 @@ def _mismatch(ck:dict, run)->str|None:
     sizes = [len(g['params']) for g in run.opt.param_groups]
     if [len(g['params']) for g in ck['opt']['param_groups']] != sizes: return f"its optimizer's parameter groups hold other numbers of tensors than {sizes}"
     if ck['cbs_names'] != (names := [type(cb).__name__ for cb in _stateful(run.cbs)]): return f"its callbacks with a state are {ck['cbs_names']}, and this run's are {names}"
+    for cb, sd in zip(_stateful(run.cbs), ck['cbs']): # a callback may check its state against the world, e.g. a logger against its log
+        if hasattr(cb, 'mismatch') and (why := cb.mismatch(sd)): return why
 
 class Checkpoint(Callback):
     "Save all that the rest of a run depends on to `path` after every epoch (and every `every` batches), atomically, from rank 0; resume there when `path` exists"
@@ -313,3 +315,153 @@ class Checkpoint(Callback):
     def after_epoch(self, run):
         self.rng_epoch = _rng_state(run.train_dl) # the next epoch starts from here
         self.save(run, run.epoch + 1, 0, None)
+
+# %% ../nbs/06_callbacks.ipynb #b5745dc8
+import csv, hashlib, sys, uuid
+from .training import History, world
+
+def _log_id(ck_path=None # the checkpoint file of the run, if it has one
+           )->str:
+    "The id of a new log: the hash of its checkpoint's path, so that a log belongs to one checkpoint file; without one, a random id"
+    return hashlib.sha256(str(Path(ck_path).resolve()).encode()).hexdigest()[:16] if ck_path else uuid.uuid4().hex[:16]
+
+class _Logger(Callback):
+    "What `CSVLogger` and `TensorBoardCB` share: a row per training batch and per validation, written on rank 0, and a place in the checkpoint"
+    order = History.order + 5 # after History has the batch's loss, before `Checkpoint` (-10) saves: a checkpoint holds its batch's row
+    def check(self, ck_path=None # the run's checkpoint file, if any
+             ):
+        "Raise `OSError` if the log cannot be written, `FileExistsError` if another run's log is there (a run resuming from `ck_path` is checked against it instead)"
+        try: _writable(self.dir)
+        except OSError as e: raise type(e)(f"cannot write the log {self.where}: {e.strerror or e}; expected a folder this process can create files in") from None
+        if ck_path is not None and Path(ck_path).exists(): return # resuming: `mismatch` compares the log with the checkpoint
+        if (found := self.found()) is not None and found != _log_id(ck_path):
+            raise FileExistsError(f"{self.where} holds the log of another run: give another path, or delete it, to start afresh")
+
+    def before_fit(self, run):
+        if not any(cb is run.history for cb in run.cbs): raise ValueError(f"{type(self).__name__} writes the losses History records: keep History among the callbacks")
+        ck = next((cb for cb in run.cbs if isinstance(cb, Checkpoint)), None)
+        self.clip = next((cb for cb in run.cbs if isinstance(cb, GradClip)), None)
+        self.on, self.step, self.lr, self.sd, self.id = run.rank == 0, 0, None, None, _log_id(ck and ck.path)
+        if self.on: self.check(ck and ck.path)
+    def mismatch(self, sd:dict)->str|None:
+        "What about the log on disk does not fit this callback's state `sd` in a checkpoint, or None; `Checkpoint` asks before it loads anything"
+        if not self.on: return None
+        if (found := self.found()) != sd['run']: return f"its log is not {self.where}, which " + ("does not exist" if found is None else "holds another run's log")
+        return self.short(sd)
+    def load_state_dict(self, sd): self.sd, self.step, self.id = sd, sd['step'], sd['run']
+    def state_dict(self): return dict(run=self.id, step=self.step, **(self.held() if self.on else {}))
+
+    def before_epoch(self, run):
+        if self.on and not self.is_open(): self.open(self.sd) # after `Checkpoint` has said whether the run resumes
+    def after_step(self, run): self.lr = run.opt.param_groups[0]['lr'] # the rate of this step, before a `Schedule` moves it
+    def after_batch(self, run):
+        if not run.training: return
+        self.step += 1
+        if self.on: self.row(self.step, run.epoch, run.iter, 'train', run.history.batch_losses[-1], self.lr, self.clip.norms[-1] if self.clip else None, None, None)
+    def after_validate(self, run):
+        r = run.history.epochs[-1]
+        if self.on: self.row(self.step, run.epoch, None, 'valid', r['train_loss'], None, None, r['valid_loss'], r['valid_acc'])
+    def after_fit(self, run):
+        if getattr(self, 'on', False) and self.is_open(): self.close()
+
+class CSVLogger(_Logger):
+    "Write a row per training batch and per validation to the CSV file `path`, flushed row by row; resumed from a `Checkpoint`, go on from its row"
+    cols = ('step', 'epoch', 'batch', 'phase', 'loss', 'lr', 'grad_norm', 'valid_loss', 'valid_acc')
+    def __init__(self, path # the CSV file; its run's id goes beside it, in `path` + '.run'
+                ):
+        if not isinstance(path, (str, os.PathLike)): raise TypeError(f"CSVLogger's path must be a str or a Path, got {type(path).__name__}: {path!r}")
+        self.path = self.where = Path(path)
+        self.dir, self.id_file, self.f = self.path.parent, self.path.with_name(self.path.name + '.run'), None
+    def found(self)->str|None:
+        "The id of the log at `path`: None if there is none, '' if it has no id"
+        if not self.path.exists(): return None
+        return self.id_file.read_text().strip() if self.id_file.exists() else ''
+    def short(self, sd):
+        if (n := self.path.stat().st_size) < sd['bytes']: return f"its log {self.path} has {n} bytes, fewer than the {sd['bytes']} it holds"
+    def is_open(self): return self.f is not None
+    def open(self, sd):
+        "Start the file afresh (`sd` None), or cut it back to the rows that the checkpoint's state `sd` holds"
+        if sd is None:
+            with replacing(self.id_file) as tmp: tmp.write_text(self.id + '\n')
+            self.f = open(self.path, 'w', newline='', encoding='utf-8')
+            self.w = csv.writer(self.f)
+            self.w.writerow(self.cols)
+        else:
+            os.truncate(self.path, sd['bytes']) # rows written after the checkpoint, by the run that died, go
+            self.f = open(self.path, 'a', newline='', encoding='utf-8')
+            self.w = csv.writer(self.f)
+        self.f.flush()
+    def row(self, *r): self.w.writerow(r); self.f.flush()
+    def held(self)->dict: return dict(bytes=self.f.tell() if self.f else 0)
+    def close(self): self.f.close(); self.f = None
+
+class TensorBoardCB(_Logger):
+    "Write the numbers of `CSVLogger` as TensorBoard scalars to `log_dir` (and the `samples` a callback keeps, as text); resumed from a `Checkpoint`, go on from its events"
+    def __init__(self, log_dir # the folder of the event files, e.g. `runs/mnist` for `tensorboard --logdir runs`
+                ):
+        if not isinstance(log_dir, (str, os.PathLike)): raise TypeError(f"TensorBoardCB's log_dir must be a str or a Path, got {type(log_dir).__name__}: {log_dir!r}")
+        try: from torch.utils.tensorboard import SummaryWriter
+        except ImportError: raise ModuleNotFoundError('TensorBoardCB needs the tensorboard package: pip install "miniai[tensorboard]"') from None
+        self.dir = self.where = Path(log_dir)
+        self.writer, self.kept, self.counts = None, [], {}
+    def files(self)->list: return sorted(self.dir.glob('*tfevents*')) if self.dir.is_dir() else []
+    def found(self)->str|None:
+        "The id in the names of the event files in `log_dir`: None if there are none, '' if they are not all of one run of ours"
+        ids = {f.name.partition('.miniai-')[2] for f in self.files()}
+        return None if not ids else ids.pop() if len(ids) == 1 else ''
+    def short(self, sd):
+        "Read the events the checkpoint holds, each once: the first `sd['counts'][tag]` steps of each tag"
+        from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
+        from tensorboard.compat.proto.event_pb2 import Event
+        seen = {}
+        for f in self.files(): # an earlier attempt's files, each a prefix of the run: keep each (tag, step) once
+            for ev in map(Event.FromString, RawEventFileLoader(str(f)).Load()): # as written (`EventFileLoader` would convert them)
+                if ev.summary.value: seen.setdefault((ev.summary.value[0].tag, ev.step), ev)
+        steps, counts = {}, sd['counts']
+        for t, s in seen: steps.setdefault(t, []).append(s)
+        if short := [t for t, n in counts.items() if len(steps.get(t, [])) < n]: return f"its log {self.dir} has fewer events of {short[:3]} than it holds"
+        last = {t: sorted(steps[t])[n - 1] for t, n in counts.items() if n}
+        self.kept = [ev for (t, s), ev in seen.items() if t in last and s <= last[t]]
+    def is_open(self): return self.writer is not None
+    def open(self, sd):
+        "A new event file, with the events the checkpoint's state `sd` holds; then the older files go"
+        from torch.utils.tensorboard import SummaryWriter
+        old, self.counts = self.files(), dict(sd['counts']) if sd else {}
+        self.writer = SummaryWriter(str(self.dir), flush_secs=10, filename_suffix=f'.miniai-{self.id}')
+        for ev in self.kept if sd else []: self.writer.file_writer.add_event(ev, walltime=ev.wall_time)
+        self.writer.flush()
+        for f in old: f.unlink()
+        self.kept = []
+    def add(self, tag:str, v, step:int, text:bool=False):
+        if v is None: return
+        (self.writer.add_text if text else self.writer.add_scalar)(tag, v, step)
+        self.counts[tag] = self.counts.get(tag, 0) + 1
+    def row(self, step, epoch, batch, phase, loss, lr, grad_norm, valid_loss, valid_acc):
+        if phase == 'train':
+            self.add('train/loss', loss, step); self.add('train/lr', lr, step); self.add('train/grad_norm', grad_norm, step)
+        else: self.add('epoch/train_loss', loss, step); self.add('epoch/valid_loss', valid_loss, step); self.add('epoch/valid_acc', valid_acc, step)
+    def before_fit(self, run):
+        super().before_fit(run)
+        self.texts = [cb for cb in run.cbs if isinstance(getattr(cb, 'samples', None), list)] # e.g. miniai.gpt's `Sample`
+    def before_validate(self, run): self.n_texts = [len(cb.samples) for cb in self.texts]
+    def after_validate(self, run):
+        super().after_validate(run)
+        if not self.on: return
+        for cb, n in zip(self.texts, self.n_texts):
+            for s in cb.samples[n:]: self.add('samples', '    ' + s.replace('\n', '\n    '), self.step, text=True) # indented: markdown keeps the lines
+        self.writer.flush()
+    def held(self)->dict:
+        if self.writer: self.writer.flush() # every event the checkpoint counts is on disk before the checkpoint is
+        return dict(counts=dict(self.counts))
+    def close(self): self.writer.close(); self.writer = None
+
+def log_cbs(log_dir, # a folder for log.csv and TensorBoard's event files; None: no logs
+            quiet:bool=False # no note when tensorboard is missing
+           )->list:
+    "The loggers of `miniai-mnist --log-dir` and `miniai-gpt --log-dir`: a `CSVLogger` to `log_dir/log.csv`, and a `TensorBoardCB` when tensorboard is installed"
+    if log_dir is None: return []
+    cbs = [CSVLogger(Path(log_dir)/'log.csv')]
+    try: cbs.append(TensorBoardCB(log_dir))
+    except ModuleNotFoundError as e:
+        if not quiet and world()[0] == 0: print(f"note: only {Path(log_dir)/'log.csv'} is written: {e}", file=sys.stderr)
+    return cbs

@@ -15,7 +15,7 @@ from .core import replacing
 from .datasets import get_mnist, mnist_file
 from .losses import cross_entropy
 from .training import Dataset, FitResult, History, NonFiniteLossError, fit, get_dls, save_weights, world
-from .callbacks import Checkpoint, CheckpointError, Schedule, _load_checkpoint, _writable
+from .callbacks import Checkpoint, CheckpointError, Schedule, _load_checkpoint, _writable, log_cbs
 from .distributed import init_distributed
 
 # %% auto #0
@@ -39,7 +39,8 @@ def train_mnist(epochs:int=5, # passes over the 50,000 training images
                 progress:bool_arg=None, # progress bar: True or False (default: when run in a terminal)
                 checkpoint:str|None=None, # checkpoint file: saved after each epoch, and resumed from if it exists
                 every:int|None=None, # with --checkpoint: also save every this many batches
-                sched:str|None=None # 'onecycle': the learning rate rises to lr and anneals to nearly 0 over the run
+                sched:str|None=None, # 'onecycle': the learning rate rises to lr and anneals to nearly 0 over the run
+                log_dir:str|None=None # folder for log.csv, a row per batch and per epoch, and TensorBoard's event files
                )->FitResult:
     "Train the course's MLP on MNIST with `fit`, print the validation accuracy, save the loss curve and the weights; under torchrun, on all its processes"
     joined = not dist.is_initialized()
@@ -52,7 +53,7 @@ def train_mnist(epochs:int=5, # passes over the 50,000 training images
         model = nn.Sequential(nn.Linear(784, nh), nn.ReLU(), nn.Linear(nh, 10)).to(dev)
         opt = torch.optim.SGD(model.parameters(), lr=lr)
         dls = get_dls(Dataset(xt.to(dev), yt.to(dev)), Dataset(xv.to(dev), yv.to(dev)), bs)
-        cbs = [Checkpoint(checkpoint, every)] if checkpoint else []
+        cbs = [*([Checkpoint(checkpoint, every)] if checkpoint else []), *log_cbs(log_dir)]
         if sched == 'onecycle': cbs.append(Schedule(torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=epochs * len(dls[0]), cycle_momentum=False)))
         try: res = fit(epochs, model, cross_entropy, opt, *dls, progress=progress, cbs=cbs)
         except NonFiniteLossError as e: # keep the curve of the batches that trained; the process that saw it writes it
@@ -68,10 +69,10 @@ def train_mnist(epochs:int=5, # passes over the 50,000 training images
     return res
 
 # %% ../nbs/08_cli.ipynb #57270cf8
-def _files_error(args:dict, # the parsed flags, with 'every', 'out' and 'checkpoint'
-                 write:bool=True # whether the command will write to --out and --checkpoint
+def _files_error(args:dict, # the parsed flags, with 'every', 'out', 'checkpoint' and 'log_dir'
+                 write:bool=True # whether the command will write to --out, --checkpoint and --log-dir
                 )->str|None:
-    "What is wrong with the flags `--every`, `--out` and `--checkpoint`, which `miniai-mnist` and `miniai-gpt` share; None if nothing"
+    "What is wrong with the flags `--every`, `--out`, `--checkpoint` and `--log-dir`, which `miniai-mnist` and `miniai-gpt` share; None if nothing"
     if args['every'] is not None and (args['every'] < 1 or not args['checkpoint']):
         return f"argument --every: needs --checkpoint and a count of at least 1, got {args['every']}" + ("" if args['checkpoint'] else " without --checkpoint")
     for k in ('out', 'checkpoint') if write else ():
@@ -81,6 +82,10 @@ def _files_error(args:dict, # the parsed flags, with 'every', 'out' and 'checkpo
     if args['checkpoint'] and Path(args['checkpoint']).exists(): # a file that cannot be read is a bad flag: say so before any work
         try: _load_checkpoint(Path(args['checkpoint']))
         except CheckpointError as e: return f"argument --checkpoint: {e}"
+    if write and args['log_dir']: # a folder it cannot write, or the log of another run (a resumed run's log is checked against its checkpoint)
+        try:
+            for cb in log_cbs(args['log_dir'], quiet=True): cb.check(args['checkpoint'])
+        except OSError as e: return f"argument --log-dir: {e}"
 
 def _usage_error(args:dict)->str|None:
     "What is wrong with `miniai-mnist`'s flags, found before any data is loaded or any batch trained; None if nothing"

@@ -13,7 +13,7 @@ from fastcore.script import anno_parser, bool_arg
 from .datasets import DataFileError, data_file
 from .losses import LinearCrossEntropyLoss
 from .training import Callback, FitResult, NonFiniteLossError, PrintCB, default_cbs, fit, save_weights
-from .callbacks import Checkpoint, CheckpointError, GradAccum, GradClip, MixedPrecision, Schedule, _load_checkpoint
+from .callbacks import Checkpoint, CheckpointError, GradAccum, GradClip, MixedPrecision, Schedule, _load_checkpoint, log_cbs
 from .cli import _files_error, _usage_exit
 
 # %% auto #0
@@ -277,7 +277,8 @@ def train_gpt(steps:int=2000, # optimizer steps
               data:str|None=None, # folder holding tinyshakespeare.txt (default: $MINIAI_DATA, else a per-user cache)
               progress:bool_arg=None, # progress bar: True or False (default: when run in a terminal)
               checkpoint:str|None=None, # checkpoint file: saved after each evaluation, and resumed from if it exists
-              every:int|None=None # with --checkpoint: also save every this many steps
+              every:int|None=None, # with --checkpoint: also save every this many steps
+              log_dir:str|None=None # folder for log.csv and TensorBoard's event files (the samples as text)
              )->FitResult:
     "Train a character-level GPT on Tiny Shakespeare with `fit`, print each evaluation and a sample, and save the weights to `out/gpt.pt`"
     torch.manual_seed(seed)
@@ -288,7 +289,7 @@ def train_gpt(steps:int=2000, # optimizer steps
     dls = Windows(train, bs, block, eval_every, generator=torch.Generator().manual_seed(seed)), SeqChunks(valid, 64, block)
     cbs = [*([Checkpoint(checkpoint, every)] if checkpoint else []), Schedule(warmup_cosine(opt, steps, warmup, min_lr)), GradClip(clip),
            *([MixedPrecision(torch.bfloat16)] if bf16 else []), *([GradAccum(accum)] if accum > 1 else []),
-           *([Sample(vocab, n=sample_chars)] if sample_chars else [])]
+           *([Sample(vocab, n=sample_chars)] if sample_chars else []), *log_cbs(log_dir)]
     defaults = [StepsPrintCB() if type(cb) is PrintCB else cb for cb in default_cbs(progress)]
     res = fit(steps // eval_every, model, model.loss, opt, *dls, metric=model.accuracy, cbs=cbs, defaults=defaults)
     save_weights(model, Path(out)/'gpt.pt')

@@ -5,7 +5,8 @@
 MODE: `shards` writes each process's samples per epoch; `metrics` trains with `fit` and writes each process's history;
 `head` trains with a `LinearCrossEntropyLoss` head; `fail` trains on data with a nan on rank 1's share;
 `ckpt ROUTE [EPOCH BATCH]` trains with a checkpoint every 5 batches (ROUTE: `fast` or `torch` loaders), crashing after
-that batch if given, and writes the weights and the history."""
+that batch if given, and writes the weights and the history; `logs` trains with a checkpoint, a `CSVLogger` and a
+`TensorBoardCB` in OUT/logs, and writes each process's history."""
 import json, sys
 from pathlib import Path
 import torch, torch.distributed as dist
@@ -72,6 +73,17 @@ def ckpt(out, route, at=None):
         history=[{k: v for k, v in e.items() if k != 'seconds'} for e in res.history.epochs], batch_losses=res.history.batch_losses,
         lrs=sched.lrs, weights=[p.detach().flatten().tolist() for p in model.parameters()])))
 
+def logs(out):
+    "A 2-process run with a checkpoint and both loggers, into OUT/logs: only rank 0 may write there"
+    from miniai.callbacks import CSVLogger, GradClip, TensorBoardCB
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(20, 16), nn.ReLU(), nn.Linear(16, 4))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    (xt, yt), (xv, yv) = data(600, 1), data(101, 2)
+    cbs = [Checkpoint(Path(out)/'ck.pt', every=5), GradClip(1.0), CSVLogger(Path(out)/'logs'/'log.csv'), TensorBoardCB(Path(out)/'logs')]
+    res = fit(2, model, cross_entropy, opt, *get_dls(Dataset(xt, yt), Dataset(xv, yv), 10), progress=False, cbs=cbs)
+    (Path(out)/f'logs{world()[0]}.json').write_text(json.dumps(dict(epochs=res.history.epochs, batch_losses=res.history.batch_losses)))
+
 if __name__ == '__main__':
     mode, out = sys.argv[1], sys.argv[2]
     init_distributed()
@@ -82,6 +94,7 @@ if __name__ == '__main__':
     elif mode == 'fail': # a nan in the sample at position 7 = 1 + 3*2 of the first epoch's order: rank 1's fourth
         torch.manual_seed(0); nn.Sequential(nn.Linear(20, 16), nn.ReLU(), nn.Linear(16, 4)) # the draws `train` makes first
         train(out, 10, bad=int(torch.randperm(600)[7]))
+    elif mode == 'logs': logs(out)
     elif mode == 'ckpt':
         try: ckpt(out, sys.argv[3], tuple(map(int, sys.argv[4:6])) if len(sys.argv) > 4 else None)
         except CheckpointError as e: # each process says what does not fit; the barrier keeps torchrun from stopping one before it has

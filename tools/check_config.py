@@ -19,7 +19,8 @@ from urllib.parse import urlparse
 root = Path(__file__).resolve().parent.parent
 # settings.ini keys that only setup.py or this repo's tools read; nbdev 3 takes their like from [project]'s dynamic fields
 NOT_NBDEV = set('''repo lib_name version min_python license audience author author_email copyright description keywords
-    language status user requirements dev_tools dev_requirements nbdev2_requirements console_scripts site_url'''.split())
+    language status user requirements tensorboard_requirements dev_tools dev_requirements nbdev2_requirements
+    console_scripts site_url'''.split())
 
 def nbdev2_view(path=root/'settings.ini'):
     "settings.ini as nbdev 2 reads it: every key, interpolated"
