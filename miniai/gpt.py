@@ -301,6 +301,8 @@ def train_gpt(steps:int=2000, # optimizer steps
         opt = gpt_optimizer(model, lr, weight_decay)
         # one generator, seeded alike on every process, draws each batch of all processes' windows: each takes its share
         dls = Windows(train, bs, block_size, eval_every, generator=torch.Generator().manual_seed(seed)), SeqChunks(valid, 64, block_size)
+        # under DDP, each of GradAccum's micro-batches all-reduces the gradient summed so far: right, as the part summed before
+        # is the same on every process, at the cost of `accum` all-reduces a step (bench/gpt_ddp.py)
         cbs = [*([Checkpoint(checkpoint, every)] if checkpoint else []), Schedule(warmup_cosine(opt, steps, warmup, min_lr)), GradClip(clip),
                *([MixedPrecision(torch.bfloat16)] if bf16 else []), *([GradAccum(accum)] if accum > 1 else []),
                *([Sample(vocab, n=sample_chars)] if sample_chars else [])]
