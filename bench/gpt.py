@@ -24,18 +24,18 @@ from miniai.gpt import (GPT, CharVocab, SeqChunks, Windows, get_shakespeare, gpt
 from miniai.training import fit
 from miniai.callbacks import GradClip, MixedPrecision, Schedule
 
-CONFIGS = {'baby': dict(n_layer=4, n_head=4, n_embd=128, block=64, bs=12), # nanoGPT's config/train_shakespeare_char.py, its CPU settings
-           'best': dict(n_layer=6, n_head=4, n_embd=256, block=128, bs=32)} # the notebook's: what trains best in 10 minutes here
+CONFIGS = {'baby': dict(n_layer=4, n_head=4, n_embd=128, block_size=64, bs=12), # nanoGPT's config/train_shakespeare_char.py, its CPU settings
+           'best': dict(n_layer=6, n_head=4, n_embd=256, block_size=128, bs=32)} # the notebook's: what trains best in 10 minutes here
 
 class Route:
     "One copy of the model, its optimizer, schedule and loader; each call trains `steps` steps and validates on `valid`"
     def __init__(self, cfg, train, valid, steps, rounds, bf16, use_fit):
         torch.manual_seed(0)
-        self.model = GPT(65, cfg['block'], cfg['n_layer'], cfg['n_head'], cfg['n_embd'])
+        self.model = GPT(65, cfg['block_size'], cfg['n_layer'], cfg['n_head'], cfg['n_embd'])
         self.opt = gpt_optimizer(self.model, 1e-3)
         self.sched = warmup_cosine(self.opt, steps * rounds, warmup=steps)
-        self.dl = Windows(train, cfg['bs'], cfg['block'], steps, generator=torch.Generator().manual_seed(0))
-        self.valid, self.bf16, self.use_fit, self.tokens = valid, bf16, use_fit, steps * cfg['bs'] * cfg['block']
+        self.dl = Windows(train, cfg['bs'], cfg['block_size'], steps, generator=torch.Generator().manual_seed(0))
+        self.valid, self.bf16, self.use_fit, self.tokens = valid, bf16, use_fit, steps * cfg['bs'] * cfg['block_size']
         self.cbs = [Schedule(self.sched), GradClip(1.0), *([MixedPrecision(torch.bfloat16)] if bf16 else [])]
 
     def bare(self):
@@ -91,7 +91,7 @@ def main():
         print("|---|---|---|---|---|---|")
         res = {}
         for cfg, steps in zip(CONFIGS, a.steps):
-            small_valid = SeqChunks(valid[:CONFIGS[cfg]['block'] * 4 + 1], 4, CONFIGS[cfg]['block'])
+            small_valid = SeqChunks(valid[:CONFIGS[cfg]['block_size'] * 4 + 1], 4, CONFIGS[cfg]['block_size'])
             for bf16 in (False, True):
                 r = res[cfg, bf16] = speed(cfg, bf16, steps, a.rounds, train, small_valid)
                 print(f"| {cfg} | {'bfloat16' if bf16 else 'float32'} | {r['bare']:,.0f} | {r['fit']:,.0f} | {r['ratio']:.3f} ({r['lo']:.3f}-{r['hi']:.3f}) | {r['same']} |", flush=True)
@@ -103,7 +103,7 @@ def main():
     if 'baby' in parts: runs.append(('baby, 2000 steps', 1.92, dict(steps=2000, eval_every=500), None))
     if 'best' in parts:
         c = CONFIGS['best']
-        runs.append((f"best, {a.best_steps} steps", 1.60, dict(steps=a.best_steps, eval_every=a.best_steps // 4, bs=c['bs'], block=c['block'],
+        runs.append((f"best, {a.best_steps} steps", 1.60, dict(steps=a.best_steps, eval_every=a.best_steps // 4, bs=c['bs'], block_size=c['block_size'],
                      n_layer=c['n_layer'], n_head=c['n_head'], n_embd=c['n_embd'], dropout=a.best_dropout, bf16=True), 600))
     for name, target, kw, limit in runs:
         print(f"\n--- {name}: train_gpt({', '.join(f'{k}={v}' for k, v in kw.items())})", flush=True)

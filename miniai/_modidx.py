@@ -223,6 +223,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                             'miniai.gpt.SeqChunks.__init__': ('gpt.html#seqchunks.__init__', 'miniai/gpt.py'),
                             'miniai.gpt.SeqChunks.__iter__': ('gpt.html#seqchunks.__iter__', 'miniai/gpt.py'),
                             'miniai.gpt.SeqChunks.__len__': ('gpt.html#seqchunks.__len__', 'miniai/gpt.py'),
+                            'miniai.gpt.SeqChunks._share': ('gpt.html#seqchunks._share', 'miniai/gpt.py'),
                             'miniai.gpt.StepsPrintCB': ('gpt.html#stepsprintcb', 'miniai/gpt.py'),
                             'miniai.gpt.StepsPrintCB.line': ('gpt.html#stepsprintcb.line', 'miniai/gpt.py'),
                             'miniai.gpt.Windows': ('gpt.html#windows', 'miniai/gpt.py'),

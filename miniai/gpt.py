@@ -8,13 +8,15 @@ import math, os, sys
 from pathlib import Path
 import torch
 from torch import Tensor, nn
+import torch.distributed as dist
 import torch.nn.functional as F
 from fastcore.script import anno_parser, bool_arg
 from .datasets import DataFileError, data_file
 from .losses import LinearCrossEntropyLoss
-from .training import Callback, FitResult, NonFiniteLossError, PrintCB, default_cbs, fit, save_weights
+from .training import Callback, FitResult, NonFiniteLossError, PrintCB, default_cbs, fit, save_weights, world
 from .callbacks import Checkpoint, CheckpointError, GradAccum, GradClip, MixedPrecision, Schedule, _load_checkpoint, log_cbs
 from .cli import _files_error, _usage_exit
+from .distributed import init_distributed
 
 # %% auto #0
 __all__ = ['SHAKESPEARE_URL', 'SHAKESPEARE_SHA256', 'shakespeare_file', 'get_shakespeare', 'CharVocab', 'split_data', 'Windows',
@@ -64,43 +66,50 @@ def split_data(data:Tensor, # the encoded text
 
 # %% ../nbs/09_gpt.ipynb #b43d9384
 class Windows:
-    "`steps` batches of `bs` windows of `block` tokens of `data` at random offsets, with the windows one token on as targets (nanoGPT's `get_batch`)"
+    "`n_batches` batches of `bs` windows of `block_size` tokens of `data` at random offsets, with the windows one token on as targets (nanoGPT's `get_batch`); under `torch.distributed`, this process's share of each batch"
     def __init__(self, data:Tensor, # the encoded text
-                 bs:int, # windows per batch
-                 block:int, # tokens per window
-                 steps:int, # batches per epoch: `fit` validates after each epoch
-                 generator:torch.Generator|None=None # random source of the offsets (default: torch's global one)
+                 bs:int, # windows per batch (of each process, under `torch.distributed`)
+                 block_size:int, # tokens per window
+                 n_batches:int, # batches per epoch: `fit` validates after each epoch
+                 generator:torch.Generator|None=None # random source of the offsets (default: torch's global one); seeded alike on every process
                 ):
-        if len(data) <= block: raise ValueError(f"data must be longer than a window: got {len(data)} tokens for windows of {block}")
-        for k, v in (('bs', bs), ('block', block), ('steps', steps)):
+        if len(data) <= block_size: raise ValueError(f"data must be longer than a window: got {len(data)} tokens for windows of {block_size}")
+        for k, v in (('bs', bs), ('block_size', block_size), ('n_batches', n_batches)):
             if v < 1: raise ValueError(f"{k} must be at least 1, got {v}")
-        self.data, self.bs, self.block, self.steps, self.generator = data, bs, block, steps, generator
-    def __len__(self): return self.steps
+        self.data, self.bs, self.block_size, self.n_batches, self.generator = data, bs, block_size, n_batches, generator
+    def __len__(self): return self.n_batches
     def __iter__(self): return self.batches()
     def batches(self, skip:int=0 # batches to pass over first (resuming an epoch)
                ):
         "This epoch's batches from number `skip` on: the offsets of all of them are drawn first, so skipping draws nothing more"
-        ix = torch.randint(len(self.data) - self.block, (self.steps, self.bs), generator=self.generator)
-        for i in ix[skip:]:
-            idx = i[:, None] + torch.arange(self.block)
+        r, W = world()
+        ix = torch.randint(len(self.data) - self.block_size, (self.n_batches, self.bs * W), generator=self.generator) # all processes' windows
+        for i in ix[skip:, r * self.bs:(r + 1) * self.bs]: # this process's contiguous share of each batch
+            idx = i[:, None] + torch.arange(self.block_size)
             yield self.data[idx], self.data[idx + 1]
 
 # %% ../nbs/09_gpt.ipynb #0ed36c74
 class SeqChunks:
-    "All of `data` as consecutive windows of `block` tokens (the last one shorter), `bs` windows a batch: each token but the first is a target once"
+    "All of `data` as consecutive windows of `block_size` tokens (the last one shorter), `bs` windows a batch: each token but the first is a target once; under `torch.distributed`, this process's share of the windows"
     def __init__(self, data:Tensor, # the encoded text
                  bs:int, # windows per batch
-                 block:int # tokens per window
+                 block_size:int # tokens per window
                 ):
         if len(data) < 2: raise ValueError(f"data must hold at least 2 tokens, got {len(data)}")
-        self.data, self.bs, self.block = data, bs, block
-        self.n, self.rest = divmod(len(data) - 1, block) # full windows, and the targets left over
-    def __len__(self): return -(-self.n // self.bs) + (self.rest > 0)
+        self.data, self.bs, self.block_size = data, bs, block_size
+        self.n, self.rest = divmod(len(data) - 1, block_size) # full windows, and the targets left over
+    def _share(self)->tuple:
+        "This process's full windows, as a range, and whether it also takes the shorter last one (the last process does)"
+        r, W = world()
+        return range(r * self.n // W, (r + 1) * self.n // W), self.rest > 0 and r == W - 1
+    def __len__(self):
+        w, last = self._share()
+        return -(-len(w) // self.bs) + last
     def __iter__(self):
-        d, T, n = self.data, self.block, self.n
-        x, y = d[:n*T].view(n, T), d[1:n*T+1].view(n, T)
-        for i in range(0, n, self.bs): yield x[i:i+self.bs], y[i:i+self.bs]
-        if self.rest: yield d[n*T:-1][None], d[n*T+1:][None]
+        d, T, n, (w, last) = self.data, self.block_size, self.n, self._share()
+        x, y = d[:n*T].view(n, T)[w.start:w.stop], d[1:n*T+1].view(n, T)[w.start:w.stop]
+        for i in range(0, len(x), self.bs): yield x[i:i+self.bs], y[i:i+self.bs]
+        if last: yield d[n*T:-1][None], d[n*T+1:][None]
 
 # %% ../nbs/09_gpt.ipynb #5dd88760
 class SelfAttention(nn.Module):
@@ -258,8 +267,8 @@ class StepsPrintCB(PrintCB):
 # %% ../nbs/09_gpt.ipynb #3f2fbcc9
 def train_gpt(steps:int=2000, # optimizer steps
               eval_every:int=250, # steps between two evaluations on the whole validation split (and samples)
-              bs:int=12, # windows per batch
-              block:int=64, # characters per window: the longest context
+              bs:int=12, # windows per batch, of each process (under torchrun, N processes train like one at N*bs)
+              block_size:int=64, # characters per window: the longest context
               n_layer:int=4, # transformer blocks
               n_head:int=4, # attention heads per block
               n_embd:int=128, # features per position
@@ -280,20 +289,31 @@ def train_gpt(steps:int=2000, # optimizer steps
               every:int|None=None, # with --checkpoint: also save every this many steps
               log_dir:str|None=None # folder for log.csv and TensorBoard's event files (the samples as text)
              )->FitResult:
-    "Train a character-level GPT on Tiny Shakespeare with `fit`, print each evaluation and a sample, and save the weights to `out/gpt.pt`"
-    torch.manual_seed(seed)
-    vocab = CharVocab(text := get_shakespeare(data))
-    train, valid = split_data(vocab.encode(text))
-    model = GPT(len(vocab), block, n_layer, n_head, n_embd, dropout)
-    opt = gpt_optimizer(model, lr, weight_decay)
-    dls = Windows(train, bs, block, eval_every, generator=torch.Generator().manual_seed(seed)), SeqChunks(valid, 64, block)
-    cbs = [*([Checkpoint(checkpoint, every)] if checkpoint else []), Schedule(warmup_cosine(opt, steps, warmup, min_lr)), GradClip(clip),
-           *([MixedPrecision(torch.bfloat16)] if bf16 else []), *([GradAccum(accum)] if accum > 1 else []),
-           *([Sample(vocab, n=sample_chars)] if sample_chars else []), *log_cbs(log_dir)]
-    defaults = [StepsPrintCB() if type(cb) is PrintCB else cb for cb in default_cbs(progress)]
-    res = fit(steps // eval_every, model, model.loss, opt, *dls, metric=model.accuracy, cbs=cbs, defaults=defaults)
-    save_weights(model, Path(out)/'gpt.pt')
-    print(f"validation loss: {res[0]:.4f}" + (" (interrupted)" if res.interrupted else "") + f"\nsaved {Path(out)/'gpt.pt'}")
+    "Train a character-level GPT on Tiny Shakespeare with `fit`, print each evaluation and a sample, and save the weights to `out/gpt.pt`; under torchrun, on all its processes"
+    joined = not dist.is_initialized()
+    dev = init_distributed()
+    joined &= dist.is_initialized()
+    try:
+        torch.manual_seed(seed)
+        vocab = CharVocab(text := get_shakespeare(data))
+        train, valid = (t.to(dev) for t in split_data(vocab.encode(text)))
+        model = GPT(len(vocab), block_size, n_layer, n_head, n_embd, dropout).to(dev)
+        torch.manual_seed(seed + world()[0]) # the same weights on every process, dropout masks of each one's own (nanoGPT's seed_offset)
+        opt = gpt_optimizer(model, lr, weight_decay)
+        # one generator, seeded alike on every process, draws each batch of all processes' windows: each takes its share
+        dls = Windows(train, bs, block_size, eval_every, generator=torch.Generator().manual_seed(seed)), SeqChunks(valid, 64, block_size)
+        # under DDP, each of GradAccum's micro-batches all-reduces the gradient summed so far: right, as the part summed before
+        # is the same on every process, at the cost of `accum` all-reduces a step (bench/gpt_ddp.py)
+        cbs = [*([Checkpoint(checkpoint, every)] if checkpoint else []), Schedule(warmup_cosine(opt, steps, warmup, min_lr)), GradClip(clip),
+               *([MixedPrecision(torch.bfloat16)] if bf16 else []), *([GradAccum(accum)] if accum > 1 else []),
+               *([Sample(vocab, n=sample_chars)] if sample_chars else []), *log_cbs(log_dir)]
+        defaults = [StepsPrintCB() if type(cb) is PrintCB else cb for cb in default_cbs(progress)]
+        res = fit(steps // eval_every, model, model.loss, opt, *dls, metric=model.accuracy, cbs=cbs, defaults=defaults)
+        if world()[0] == 0: # one process writes the weights and reports
+            save_weights(model, Path(out)/'gpt.pt')
+            print(f"validation loss: {res[0]:.4f}" + (" (interrupted)" if res.interrupted else "") + f"\nsaved {Path(out)/'gpt.pt'}")
+    finally:
+        if joined: dist.destroy_process_group()
     return res
 
 def sample_gpt(checkpoint:str, # a `Checkpoint` file, or the `gpt.pt` of `train_gpt`
@@ -319,8 +339,7 @@ def _gpt_usage_error(a:dict, # the parsed arguments
                      f:dict # each argument's flag, as the parser spells it
                     )->str|None:
     "What is wrong with `miniai-gpt`'s flags, found before any data is loaded or any step trained; None if nothing"
-    if int(os.environ.get('WORLD_SIZE', 1)) > 1: return "miniai-gpt trains on one process: run it without torchrun"
-    for k in ('steps', 'eval_every', 'bs', 'block', 'n_layer', 'n_head', 'n_embd', 'accum', 'chars'):
+    for k in ('steps', 'eval_every', 'bs', 'block_size', 'n_layer', 'n_head', 'n_embd', 'accum', 'chars'):
         if a[k] < 1: return f"argument {f[k]}: must be at least 1, got {a[k]}"
     for k in ('sample_chars', 'warmup'):
         if a[k] < 0: return f"argument {f[k]}: must be at least 0, got {a[k]}"
@@ -341,9 +360,12 @@ def _gpt_usage_error(a:dict, # the parsed arguments
         try: vocab.encode(a['sample'])
         except ValueError as e: return f"argument --sample: {e}"
 
+_RENAMED = {'block': 'block_size'} # flags of earlier versions, and the arguments they now name
+
 def _spelled(argv:list, f:dict)->list:
-    "`argv` with its flags spelled as the parser spells them: today's fastcore spells `eval_every` --eval-every, older ones --eval_every"
+    "`argv` with its flags spelled as the parser spells them: today's fastcore spells `eval_every` --eval-every, older ones --eval_every; `--block` is `--block-size`"
     alias, out = {s.replace('_', '-'): s for s in f.values()}, []
+    alias |= {'--' + old.replace('_', '-'): f[new] for old, new in _RENAMED.items()}
     for t in argv:
         if t.startswith('--'):
             name, eq, val = t.partition('=')
@@ -367,7 +389,8 @@ def gpt_main(argv:list|None=None # arguments (default: the command line)
     sample = {k: a.pop(k) for k in ('sample', 'chars', 'temperature', 'top_k')}
     try:
         if sample['sample'] is not None:
-            print(sample_gpt(a['checkpoint'], sample['sample'], sample['chars'], sample['temperature'], sample['top_k'], a['seed'], a['data']))
+            if int(os.environ.get('RANK', 0)) == 0: # under torchrun, one process samples and prints
+                print(sample_gpt(a['checkpoint'], sample['sample'], sample['chars'], sample['temperature'], sample['top_k'], a['seed'], a['data']))
             return 0
         res = train_gpt(**a)
     except (NonFiniteLossError, CheckpointError) as e:

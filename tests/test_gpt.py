@@ -56,21 +56,21 @@ def test_vocabulary_errors_name_the_characters(text):
 # ---------- batches ----------
 def test_windows_are_shifted_by_one_and_resume_without_drawing_again():
     data = torch.arange(1000)
-    full = list(Windows(data, 4, 16, steps=10, generator=torch.Generator().manual_seed(3)))
+    full = list(Windows(data, 4, 16, n_batches=10, generator=torch.Generator().manual_seed(3)))
     assert len(full) == 10 and all(torch.equal(x + 1, y) and x.shape == (4, 16) for x, y in full)
     assert all(x.min() >= 0 and y.max() < 1000 for x, y in full)
     g = torch.Generator().manual_seed(3)
-    resumed = list(Windows(data, 4, 16, steps=10, generator=g).batches(skip=7))
+    resumed = list(Windows(data, 4, 16, n_batches=10, generator=g).batches(skip=7))
     assert all(torch.equal(a[0], b[0]) for a, b in zip(full[7:], resumed)) and len(resumed) == 3
     with pytest.raises(ValueError, match='longer than a window'): Windows(data[:16], 4, 16, 1)
-    with pytest.raises(ValueError, match='steps must be at least 1'): Windows(data, 4, 16, 0)
+    with pytest.raises(ValueError, match='n_batches must be at least 1'): Windows(data, 4, 16, 0)
 
-@pytest.mark.parametrize('n,bs,block', [(111_540, 64, 64), (100, 3, 7), (8, 5, 7), (9, 2, 8), (2, 1, 64)])
-def test_chunks_make_every_token_a_target_once(n, bs, block):
+@pytest.mark.parametrize('n,bs,block_size', [(111_540, 64, 64), (100, 3, 7), (8, 5, 7), (9, 2, 8), (2, 1, 64)])
+def test_chunks_make_every_token_a_target_once(n, bs, block_size):
     data = torch.randint(65, (n,))
-    ch = SeqChunks(data, bs, block)
+    ch = SeqChunks(data, bs, block_size)
     batches = list(ch)
-    assert len(batches) == len(ch) and all(x.shape == y.shape and x.shape[1] <= block and len(x) <= bs for x, y in batches)
+    assert len(batches) == len(ch) and all(x.shape == y.shape and x.shape[1] <= block_size and len(x) <= bs for x, y in batches)
     assert torch.equal(torch.cat([y.flatten() for _, y in batches]), data[1:])
     assert torch.equal(torch.cat([x.flatten() for x, _ in batches]), data[:-1])
 
@@ -159,11 +159,11 @@ def test_schedule_is_nanogpts():
 def test_accumulated_step_equals_the_big_batch(k):
     "One step over k micro-batches: the gradient and loss of the whole batch to float32 rounding, and after 5 steps nearly the same weights"
     data = torch.randint(65, (5000,))
-    def run(cbs, steps):
+    def run(cbs, n_batches):
         m = small_gpt(); o = gpt_optimizer(m, 1e-3); grads = []
         class G(TrainCB):
             def step(self, run): grads.append([p.grad.clone() for p in run.opt.param_groups[0]['params']]); run.opt.step()
-        hist = fit(1, m, m.loss, o, Windows(data, 12, 16, steps, generator=torch.Generator().manual_seed(0)), SeqChunks(data[:100], 4, 16),
+        hist = fit(1, m, m.loss, o, Windows(data, 12, 16, n_batches, generator=torch.Generator().manual_seed(0)), SeqChunks(data[:100], 4, 16),
                    metric=m.accuracy, cbs=cbs, defaults=[G(), History()]).history
         return m, grads, hist.batch_losses
     (m1, g1, l1), (m2, g2, l2) = run([], 5), run([GradAccum(k)], 5)
@@ -182,6 +182,7 @@ USAGE = {
     'steps 0': (['--steps', '0'], 'argument --steps: must be at least 1, got 0'),
     'not a multiple': (['--steps', '100', '--eval-every', '30'], 'argument --steps: must be a multiple of --eval-every (30), got 100'),
     'heads': (['--n-embd', '100', '--n-head', '3'], 'argument --n-embd: must be a multiple of --n-head (3), got 100'),
+    'block, the old spelling': (['--block', '0'], 'argument --block-size: must be at least 1, got 0'),
     'lr 0': (['--lr', '0'], 'argument --lr: must be a finite number above 0, got 0.0'),
     'min lr': (['--min-lr', '0.1'], 'argument --min-lr: must lie between 0 and --lr (0.001), got 0.1'),
     'dropout 1': (['--dropout', '1'], 'argument --dropout: must lie in [0, 1), got 1.0'),
@@ -254,9 +255,3 @@ def test_sampling_a_file_that_is_not_a_gpt(tmp_path, text):
     [line] = error_lines(err)
     assert code == 1 and 'holds no GPT' in line
     with pytest.raises(CheckpointError, match='holds no GPT'): sample_gpt(tmp_path/'x.pt')
-
-def test_torchrun_is_refused_before_any_work(tmp_path, text):
-    "One process only: under torchrun each process would train a model of its own and write the same files"
-    code, out, err = run(['miniai-gpt', '--out', str(tmp_path)], timeout=60, WORLD_SIZE='2', RANK='0')
-    [line] = error_lines(err)
-    assert code == 2 and 'miniai-gpt trains on one process: run it without torchrun' in line and not list(tmp_path.iterdir())
