@@ -21,6 +21,7 @@ time of each route and the ratios.
     python bench/linear_ce.py --child miniai 1024 256 32768 bfloat16 1   # one measurement, printed as JSON
 """
 import argparse, json, statistics, subprocess, sys, time
+from pathlib import Path
 import torch, torch.nn.functional as F
 from torch import nn
 from miniai.losses import cross_entropy, linear_cross_entropy
@@ -40,6 +41,12 @@ ROUTES = {'miniai': lambda x, W, t: linear_cross_entropy(x, W, t),
           'naive': lambda x, W, t: cross_entropy(F.linear(x, W), t)} # the composed route, for the notebook's picture
 SHAPES = {'float32': [(4096, 512, 32768), (1024, 256, 131072)],
           'bfloat16': [(2048, 512, 32768), (8192, 1024, 32768), (4096, 1024, 131072)]}
+
+def bf16_flags()->str:
+    "The CPU's bfloat16 instructions as Linux lists them (AMX tiles, AVX-512 dot products), and PyTorch's CPU capability"
+    info = Path('/proc/cpuinfo')
+    flags = (', '.join(f for f in ('amx_bf16', 'avx512_bf16') if f in info.read_text()) or 'none') if info.exists() else 'unknown (no /proc/cpuinfo)'
+    return f"CPU capability {torch.backends.cpu.get_cpu_capability()}; bfloat16 flags: {flags}"
 
 def _status(key):
     "A memory figure of this process from /proc/self/status, in bytes"
@@ -146,6 +153,7 @@ def main():
     threads = (a.threads or [1, torch.get_num_threads()]) if low else [None]
     print(f"torch {torch.__version__}, {a.dtype}, forward+backward, {a.rounds} rounds, a fresh process per measurement"
           + (" (after one warm-up call)" if low else f", {torch.get_num_threads()} threads; 'before' is miniai at {BEFORE}"))
+    if low: print(bf16_flags())
     ok = True
     for sec, mem in speed_table(a.dtype, shapes, a.rounds, threads, routes).values():
         if low: ok &= (sec['miniai'] <= 0.8 * sec['torch reference'] and sec['matmuls'] >= 0.5 * sec['miniai']
