@@ -227,8 +227,8 @@ def _set_rng_state(dl, s:dict):
         if k in s: g(dl).set_state(s[k])
 
 def _stateful(cbs:list)->list:
-    "The callbacks that keep a state (they define `state_dict`): a checkpoint must find the same ones, in the same order; others may come and go"
-    return [cb for cb in cbs if type(cb).state_dict is not Callback.state_dict]
+    "The callbacks that keep a state (they define a `state_dict` of their own): a checkpoint must find the same ones, in the same order; others may come and go"
+    return [cb for cb in cbs if getattr(type(cb), 'state_dict', Callback.state_dict) is not Callback.state_dict]
 
 def _bare(m): return m.module if isinstance(m, DDP) else m # what `DDPCB` wrapped, for its state
 def _loss_state(run)->dict: return _bare(run.loss_func).state_dict() if isinstance(run.loss_func, nn.Module) else {}

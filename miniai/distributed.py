@@ -114,8 +114,6 @@ def _ddp(model):
 class DDPCB(_BackwardContexts):
     "Across processes, train through `DistributedDataParallel` (a loss with weights too) and validate the bare model; tell a sampler the epoch"
     order = 0
-    def state_dict(self)->dict: return {} # nothing for a checkpoint to keep: a resumed run wraps the model anew
-    def load_state_dict(self, sd:dict): pass
     def before_fit(self, run):
         self.bare, self.held = (run.model, run.loss_func), []
         self.ddp = (_ddp(run.model), _ddp(run.loss_func)) if run.world > 1 else None

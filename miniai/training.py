@@ -245,9 +245,6 @@ def default_cbs(progress:bool|None=None # progress bar (default: only when `inte
     bar = (interactive() if progress is None else progress) and world()[0] == 0
     return [TrainCB(), History(), NonFiniteCB(), *([ProgressCB()] if bar else []), PrintCB(), DDPCB()]
 
-# %% ../nbs/04_training.ipynb #c822379a
-DDPCB.state_dict, DDPCB.load_state_dict = Callback.state_dict, Callback.load_state_dict # it keeps no state, as a `Callback` that keeps none: a checkpoint passes it over
-
 # %% ../nbs/04_training.ipynb #5750138f
 def _one_batch(run:Run):
     "One batch: each step, then its event; backward and step only in training"
