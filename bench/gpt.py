@@ -2,17 +2,17 @@
 """The GPT of notebook 9 on Tiny Shakespeare: its training step against main's, the attention routes, the 10-minute
 command's validation loss; and what `fit` costs against a bare loop and the loss of nanoGPT's baby configuration.
 
-0. `attention`: one attention layer of each configuration, forward and backward, by each route of `attention` (SDPA and
+1. `attention`: one attention layer of each configuration, forward and backward, by each route of `attention` (SDPA and
    the plain one), in float32 and bfloat16, interleaved: the table behind `attention_route`'s choice.
-   `step`: this worktree's GPT against main's (the `miniai/gpt.py` of commit `--before`, loaded by `_before.py`), same
+2. `step`: this worktree's GPT against main's (the `miniai/gpt.py` of commit `--before`, loaded by `_before.py`), same
    weights, same windows, same bare training loop (autocast, backward, clip, AdamW, zero_grad), taking turns: tokens per
    second of each, the ratio of each round and its quartiles; and the model FLOPs utilisation (MFU) of this worktree's
    step: FLOPs per token as nanoGPT's `estimate_mfu` counts them (https://github.com/karpathy/nanoGPT/blob/master/model.py),
    6 N + 12 n_layer n_embd T, with N the parameters but the position embedding (the token embedding counts once, as
    the tied head), times tokens per second, over the rate of a 2048^3 bfloat16 matrix product measured in the same run.
-   `quality`: the 10-minute command (`QUALITY`) run as a user runs it, timed: steps, seconds, the final validation loss.
+3. `quality`: the 10-minute command (`QUALITY`) run as a user runs it, timed: steps, seconds, the final validation loss.
 
-1. Speed. Two routes train their own copy of the same GPT (same seed) on their own `Windows` (same seed), with AdamW,
+4. `speed`. Two routes train their own copy of the same GPT (same seed) on their own `Windows` (same seed), with AdamW,
    warmup and cosine decay, clipping at 1.0 and, in bfloat16, autocast, taking turns `--steps` steps at a time in a
    rotating order, so that load on a shared machine hits both alike:
    - `bare`: a hand-written loop: forward under autocast, the loss, `loss.item()`, backward, clip, step, schedule,
@@ -20,11 +20,11 @@ command's validation loss; and what `fit` costs against a bare loop and the loss
    - `fit`: `fit` with its default callbacks and `Schedule`, `GradClip(1.0)` and `MixedPrecision`.
    Both end on the same weights, bit for bit: the script checks it. Reported: tokens per second of each (median over
    rounds) and the median of each round's ratio fit/bare, with its quartiles; and bfloat16's speed over float32's.
-2. Loss. `train_gpt` (what `miniai-gpt` runs) trains nanoGPT's baby configuration for 2000 steps, and the notebook's
+5. `baby`, `best`. `train_gpt` (what `miniai-gpt` runs) trains nanoGPT's baby configuration for 2000 steps, and the notebook's
    best configuration for `--best-steps` steps; the validation loss is the mean over the whole validation split.
    Reported with the seconds of training (evaluations included) and the sample printed at the end.
 
-    python bench/gpt.py --quick          # attention and step, fewer rounds: about 2 minutes on a 2-core CPU
+    python bench/gpt.py --quick          # attention and step, fewer rounds: about 2 minutes on a quiet 2-core CPU
     python bench/gpt.py                  # attention, step and quality: about 15 minutes
     python bench/gpt.py --only quality   # or: attention, step; and the older parts: speed (fit against bare), baby, best
 """
@@ -41,8 +41,8 @@ CONFIGS = {'baby': dict(n_layer=4, n_head=4, n_embd=128, block=64, bs=12), # nan
            'best': dict(n_layer=6, n_head=4, n_embd=256, block=128, bs=32)} # the notebook's: what trains best in 10 minutes here
 
 BEFORE = '6a4b93d' # main before the attention routes
-QUALITY = ['miniai-gpt', '--steps', '1600', '--eval-every', '400', '--bs', '32', '--block', '128', '--n-layer', '6',
-           '--n-embd', '256', '--bf16', 'True'] # what reaches the lowest validation loss in 10 minutes here
+QUALITY = ['miniai-gpt', '--steps', '600', '--eval-every', '300', '--bs', '32', '--block', '128', '--n-layer', '6',
+           '--n-embd', '256', '--bf16', 'True'] # the 6 x 256 bfloat16 run cut to what a 2-core CPU without AMX does in 10 minutes
 
 def quartiles(xs):
     q = statistics.quantiles(xs, n=4) if len(xs) > 1 else [xs[0]] * 3
