@@ -230,6 +230,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                             'miniai.gpt.Windows.batches': ('gpt.html#windows.batches', 'miniai/gpt.py'),
                             'miniai.gpt._gpt_usage_error': ('gpt.html#_gpt_usage_error', 'miniai/gpt.py'),
                             'miniai.gpt._spelled': ('gpt.html#_spelled', 'miniai/gpt.py'),
+                            'miniai.gpt.attention': ('gpt.html#attention', 'miniai/gpt.py'),
+                            'miniai.gpt.attention_route': ('gpt.html#attention_route', 'miniai/gpt.py'),
                             'miniai.gpt.generate': ('gpt.html#generate', 'miniai/gpt.py'),
                             'miniai.gpt.get_shakespeare': ('gpt.html#get_shakespeare', 'miniai/gpt.py'),
                             'miniai.gpt.gpt_main': ('gpt.html#gpt_main', 'miniai/gpt.py'),

@@ -20,8 +20,8 @@ from .distributed import init_distributed
 
 # %% auto #0
 __all__ = ['SHAKESPEARE_URL', 'SHAKESPEARE_SHA256', 'shakespeare_file', 'get_shakespeare', 'CharVocab', 'split_data', 'Windows',
-           'SeqChunks', 'SelfAttention', 'MLP', 'Block', 'GPT', 'generate', 'gpt_optimizer', 'warmup_cosine', 'Sample',
-           'StepsPrintCB', 'train_gpt', 'sample_gpt', 'gpt_main']
+           'SeqChunks', 'attention_route', 'attention', 'SelfAttention', 'MLP', 'Block', 'GPT', 'generate',
+           'gpt_optimizer', 'warmup_cosine', 'Sample', 'StepsPrintCB', 'train_gpt', 'sample_gpt', 'gpt_main']
 
 # %% ../nbs/09_gpt.ipynb #74aac06c
 SHAKESPEARE_URL = 'https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt'
@@ -112,6 +112,32 @@ class SeqChunks:
         if last: yield d[n*T:-1][None], d[n*T+1:][None]
 
 # %% ../nbs/09_gpt.ipynb #5dd88760
+def attention_route(q:Tensor # the queries: their dtype and device decide
+                   )->str: # 'plain' or 'sdpa'
+    "The faster route of `attention` for `q`, as measured by `python bench/gpt.py --attention`: 'plain' for bfloat16 on the CPU, else 'sdpa'"
+    # bfloat16 on the CPU: SDPA's flash kernel runs far below the CPU's bfloat16 matrix products, which the plain route uses for
+    # both of its products (2-4x faster for a layer of the GPT, forward and backward). float32 on the CPU: SDPA is as fast or
+    # faster, and never holds the T x T weights. float16 on the CPU: the plain route's products are slower still. CUDA: SDPA's
+    # fused kernels.
+    return 'plain' if q.device.type == 'cpu' and q.dtype == torch.bfloat16 else 'sdpa'
+
+def attention(q:Tensor, # queries, (B, n_head, T, d)
+              k:Tensor, # keys, (B, n_head, T, d)
+              v:Tensor, # values, (B, n_head, T, d)
+              dropout_p:float=0., # dropout of the attention weights (pass 0 in eval mode)
+              route:str|None=None # 'sdpa' (`F.scaled_dot_product_attention`) or 'plain' (two matmuls and a masked softmax); None: `attention_route(q)`
+             )->Tensor: # (B, n_head, T, d)
+    "Causal attention: each position's mix of the values of itself and the positions before it, by the route that is faster here"
+    route = route or attention_route(q)
+    if route == 'sdpa': return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
+    if route != 'plain': raise ValueError(f"route must be 'sdpa' or 'plain', got {route!r}")
+    (B, nh, T, d), dt = q.shape, q.dtype
+    mask = torch.zeros(T, T, dtype=dt, device=q.device).masked_fill_(torch.ones(T, T, dtype=torch.bool, device=q.device).triu(1), float('-inf'))
+    att = torch.baddbmm(mask, q.flatten(0, 1), k.flatten(0, 1).transpose(1, 2), alpha=d ** -0.5) # mask + q k^T / sqrt(d) in one product
+    att = att.view(B, nh, T, T).softmax(-1) # in bfloat16 PyTorch takes each row's max, exponentials and sum in float32 inside
+    if dropout_p: att = F.dropout(att, dropout_p)
+    return att @ v
+
 class SelfAttention(nn.Module):
     "Causal multi-head self-attention: each position attends to itself and the positions before it"
     def __init__(self, n_embd:int, # features per position
@@ -127,7 +153,7 @@ class SelfAttention(nn.Module):
     def forward(self, x:Tensor)->Tensor:
         B, T, C = x.shape
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in self.qkv(x).split(C, dim=2)) # (B, nh, T, d)
-        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0., is_causal=True)
+        y = attention(q, k, v, self.dropout if self.training else 0.)
         return self.drop(self.proj(y.transpose(1, 2).reshape(B, T, C)))
 
 # %% ../nbs/09_gpt.ipynb #b4c4dd9a
@@ -224,7 +250,8 @@ def gpt_optimizer(model:nn.Module, # the model to train
     "AdamW with weight decay on the parameters of 2 or more dimensions, as nanoGPT's `configure_optimizers`"
     ps = list(model.parameters())
     return torch.optim.AdamW([dict(params=[p for p in ps if p.dim() >= 2], weight_decay=weight_decay),
-                              dict(params=[p for p in ps if p.dim() < 2], weight_decay=0.)], lr=lr, betas=betas)
+                              dict(params=[p for p in ps if p.dim() < 2], weight_decay=0.)], lr=lr, betas=betas,
+                             fused=True) # one kernel per parameter: on the CPU a third of the for-loop's time (bench/gpt.py)
 
 def warmup_cosine(opt:torch.optim.Optimizer, # its rates are the peak rates
                   steps:int, # the step at which the decay ends
