@@ -43,7 +43,7 @@ def train_mnist(epochs:int=5, # passes over the 50,000 training images
                 log_dir:str|None=None # folder for log.csv, a row per batch and per epoch, and TensorBoard's event files
                )->FitResult:
     "Train the course's MLP on MNIST with `fit`, print the validation accuracy, save the loss curve and the weights; under torchrun, on all its processes"
-    joined = not dist.is_initialized()
+    joined = not dist.is_initialized() # at the end, destroy the process group only if this call created it, not one its caller made
     dev = init_distributed()
     joined &= dist.is_initialized()
     out = Path(out)
@@ -54,7 +54,7 @@ def train_mnist(epochs:int=5, # passes over the 50,000 training images
         opt = torch.optim.SGD(model.parameters(), lr=lr)
         dls = get_dls(Dataset(xt.to(dev), yt.to(dev)), Dataset(xv.to(dev), yv.to(dev)), bs)
         cbs = [*([Checkpoint(checkpoint, every)] if checkpoint else []), *log_cbs(log_dir)]
-        if sched == 'onecycle': cbs.append(Schedule(torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=epochs * len(dls[0]), cycle_momentum=False)))
+        if sched == 'onecycle': cbs.append(Schedule(torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=epochs * len(dls[0]), cycle_momentum=False))) # plain SGD has no momentum to cycle
         try: res = fit(epochs, model, cross_entropy, opt, *dls, progress=progress, cbs=cbs)
         except NonFiniteLossError as e: # keep the curve of the batches that trained; the process that saw it writes it
             e.curve = _save_curve(e.history, out)
