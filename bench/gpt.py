@@ -41,7 +41,7 @@ CONFIGS = {'baby': dict(n_layer=4, n_head=4, n_embd=128, block_size=64, bs=12), 
            'best': dict(n_layer=6, n_head=4, n_embd=256, block_size=128, bs=32)} # the notebook's: what trains best in 10 minutes here
 
 BEFORE = '6a4b93d' # main before the attention routes
-QUALITY = ['miniai-gpt', '--steps', '2000', '--eval-every', '500', '--bs', '32', '--block', '128', '--n-layer', '6',
+QUALITY = ['miniai-gpt', '--steps', '2000', '--eval-every', '500', '--bs', '32', '--block-size', '128', '--n-layer', '6',
            '--n-embd', '256', '--bf16', 'True'] # the 6 x 256 bfloat16 run; on the quiet 2-core machine: 637 s, valid loss 1.5100
 
 def quartiles(xs):
@@ -58,7 +58,7 @@ def interleaved(fns:dict, rounds:int)->dict:
 
 def attention_times(cfg:dict, rounds:int)->dict:
     "ms of one attention layer of `cfg` (forward and backward) by each route and dtype"
-    B, T, C, nh = cfg['bs'], cfg['block'], cfg['n_embd'], cfg['n_head']
+    B, T, C, nh = cfg['bs'], cfg['block_size'], cfg['n_embd'], cfg['n_head']
     res = {}
     for dt in (torch.float32, torch.bfloat16):
         q, k, v = (torch.randn(B, nh, T, C // nh, dtype=dt, requires_grad=True) for _ in range(3))
@@ -88,11 +88,11 @@ def flops_per_token(m:GPT)->float:
 class Stepper:
     "One GPT class's copy of the model (weights `sd`), optimizer and windows; each call trains `steps` steps, returns tokens/s"
     def __init__(self, mod, cfg, sd, train, steps, bf16):
-        self.model = mod.GPT(65, cfg['block'], cfg['n_layer'], cfg['n_head'], cfg['n_embd'])
+        self.model = mod.GPT(65, cfg['block_size'], cfg['n_layer'], cfg['n_head'], cfg['n_embd'])
         self.model.load_state_dict(sd)
         self.opt = mod.gpt_optimizer(self.model, 1e-3)
-        self.dl = Windows(train, cfg['bs'], cfg['block'], steps, generator=torch.Generator().manual_seed(0))
-        self.bf16, self.tokens = bf16, steps * cfg['bs'] * cfg['block']
+        self.dl = Windows(train, cfg['bs'], cfg['block_size'], steps, generator=torch.Generator().manual_seed(0))
+        self.bf16, self.tokens = bf16, steps * cfg['bs'] * cfg['block_size']
     def __call__(self):
         m, opt = self.model, self.opt
         t0 = time.perf_counter()
@@ -106,7 +106,7 @@ class Stepper:
 def step_speed(cfg_name, bf16, steps, rounds, train, before):
     cfg = CONFIGS[cfg_name]
     torch.manual_seed(0)
-    sd = GPT(65, cfg['block'], cfg['n_layer'], cfg['n_head'], cfg['n_embd']).state_dict()
+    sd = GPT(65, cfg['block_size'], cfg['n_layer'], cfg['n_head'], cfg['n_embd']).state_dict()
     import miniai.gpt as now
     s = {'main': Stepper(before, cfg, sd, train, steps, bf16), 'now': Stepper(now, cfg, sd, train, steps, bf16)}
     tps = interleaved(s, rounds)
@@ -184,14 +184,14 @@ def main():
     if a.quick: a.rounds, a.steps = min(a.rounds, 6), [min(a.steps[0], 20), min(a.steps[1], 4)]
     text = get_shakespeare(); vocab = CharVocab(text); train, valid = split_data(vocab.encode(text))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU capability {torch.backends.cpu.get_cpu_capability()}, load {os.getloadavg()[0]:.1f}")
-    names = {k: f"{k} ({c['n_layer']}x{c['n_embd']}, T {c['block']}, bs {c['bs']})" for k, c in CONFIGS.items()}
+    names = {k: f"{k} ({c['n_layer']}x{c['n_embd']}, T {c['block_size']}, bs {c['bs']})" for k, c in CONFIGS.items()}
     if 'attention' in parts:
         print(f"\none attention layer, forward and backward: ms, medians of {a.rounds} interleaved rounds\n")
         print("| config (B, heads, T, d) | dtype | SDPA | plain | SDPA / plain | attention_route |\n|---|---|---|---|---|---|")
         for k, c in CONFIGS.items():
             r = attention_times(c, a.rounds)
             for dt in (torch.float32, torch.bfloat16):
-                print(f"| {k} ({c['bs']}, {c['n_head']}, {c['block']}, {c['n_embd'] // c['n_head']}) | {str(dt)[6:]} | {r[dt, 'sdpa']:.1f} | {r[dt, 'plain']:.1f} | "
+                print(f"| {k} ({c['bs']}, {c['n_head']}, {c['block_size']}, {c['n_embd'] // c['n_head']}) | {str(dt)[6:]} | {r[dt, 'sdpa']:.1f} | {r[dt, 'plain']:.1f} | "
                       f"{r[dt, 'sdpa'] / r[dt, 'plain']:.2f} | {attention_route(torch.zeros(1, dtype=dt))} |", flush=True)
     if 'step' in parts:
         before = module_before(a.before, 'gpt')

@@ -114,7 +114,7 @@ class SeqChunks:
 # %% ../nbs/09_gpt.ipynb #5dd88760
 def attention_route(q:Tensor # the queries: their dtype and device decide
                    )->str: # 'plain' or 'sdpa'
-    "The faster route of `attention` for `q`, as measured by `python bench/gpt.py --attention`: 'plain' for bfloat16 on the CPU, else 'sdpa'"
+    "The faster route of `attention` for `q`, as measured by `python bench/gpt.py --only attention`: 'plain' for bfloat16 on the CPU, else 'sdpa'"
     # bfloat16 on the CPU: SDPA's flash kernel runs far below the CPU's bfloat16 matrix products, which the plain route uses for
     # both of its products (2-4x faster for a layer of the GPT, forward and backward). float32 on the CPU: SDPA is as fast or
     # faster, and never holds the T x T weights. float16 on the CPU: the plain route's products are slower still. CUDA: SDPA's
