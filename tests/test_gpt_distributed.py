@@ -91,12 +91,14 @@ def wait_for(path, p, timeout=120):
 def test_sigkill_of_the_group_then_same_command_resumes_bit_for_bit(tmp_path, runs):
     "torchrun and both processes get SIGKILL at a random moment after the first checkpoint; the same command ends as the uninterrupted run"
     ref, ref_out = runs['two']
-    out = tmp_path/'run'
-    p = start(gpt(out, 16))
-    wait_for(out/'ck.pt', p)
-    time.sleep(random.uniform(0, 1.5))
-    for pid in [*workers(p.pid).values(), p.pid]: os.kill(pid, signal.SIGKILL) # a power cut: the workers first, or they outlive torchrun
-    p.communicate()
+    for delay in (1.5, 0.5, 0.): # a run that ended before the kill is run again, killed sooner
+        out = tmp_path/f'run{delay}'
+        p = start(gpt(out, 16))
+        wait_for(out/'ck.pt', p)
+        time.sleep(random.uniform(0, delay))
+        for pid in [*workers(p.pid).values(), p.pid]: os.kill(pid, signal.SIGKILL) # a power cut: the workers first, or they outlive torchrun
+        p.communicate()
+        if not (out/'gpt.pt').exists(): break
     killed_at = load(out, 'ck.pt')
     assert not (out/'gpt.pt').exists(), 'killed before the end'
     code, again, err, _ = run(gpt(out, 16))
