@@ -1,15 +1,15 @@
 #!/usr/bin/env python
-"""`GradAccum` under DistributedDataParallel, 2 CPU processes on gloo: is it right as it is, and what would `no_sync` save?
+"""`GradAccum` under DistributedDataParallel, 2 CPU processes on gloo: what does averaging once a step (`no_sync`) save?
 
-`GradAccum(k)` runs k forward and backward passes per step through `fit`'s model, which `DDPCB` has wrapped in DDP, so
-every backward all-reduces the gradient accumulated so far. That is right: the part accumulated before is the same on
-every process (it was averaged already), so averaging it again changes nothing, and the step gets the average over the
-processes of the whole batch's gradient. DDP's `no_sync` would skip the first k-1 all-reduces. Three routes train
-their own copy of the same GPT on the same windows, taking turns `--steps` steps at a time in a rotating order:
+`GradAccum(k)` runs k forward and backward passes per step through `fit`'s model, which `DDPCB` has wrapped in DDP. It
+turns DDP's gradient all-reduce off for the first k-1 of them, as DDP's `no_sync` does: one all-reduce per step. Averaging
+in every backward pass would be right too (the part accumulated before is the same on every process, so averaging it again
+changes nothing) but costs k all-reduces. Three routes train their own copy of the same GPT on the same windows, taking
+turns `--steps` steps at a time in a rotating order:
 
 - `plain`: one forward and backward pass per step, at the same batch (the cost of the step without accumulation);
-- `accum`: `GradAccum(k)` as it is: k all-reduces per step;
-- `no_sync`: `GradAccum(k)` with DDP's gradient sync off for the first k-1 micro-batches: one all-reduce per step.
+- `accum`: `GradAccum(k)`: one all-reduce per step;
+- `sync_each`: `GradAccum(k)` averaging in every micro-batch's backward pass: k all-reduces per step.
 
 Reported: the median over rounds of each route's tokens per second, and the largest difference between the weights of
 `accum` and `no_sync` and those of `plain` after all rounds.
@@ -19,27 +19,14 @@ Reported: the median over rounds of each route's tokens per second, and the larg
 """
 import argparse, json, os, statistics, subprocess, sys, time
 import torch, torch.distributed as dist
-from torch.nn.parallel import DistributedDataParallel as DDP
 from miniai.gpt import GPT, CharVocab, SeqChunks, Windows, get_shakespeare, gpt_optimizer, split_data
 from miniai.training import History, TrainCB, fit, world
 from miniai.callbacks import GradAccum
 from miniai.distributed import init_distributed
 
-class NoSyncAccum(GradAccum):
-    "`GradAccum` that turns DDP's gradient all-reduce off for every micro-batch but the last (what `DDP.no_sync` does)"
-    def _sync(self, run, on:bool):
-        if isinstance(run.model, DDP): run.model.require_backward_grad_sync = on
-    def before_batch(self, run):
-        super().before_batch(run)
-        if run.training: self._sync(run, len(self.parts) == 1)
-    def after_backward(self, run):
-        loss = run.loss.detach()
-        for j, (run.xb, run.yb) in enumerate(self.parts[1:], 2):
-            self._sync(run, j == len(self.parts)) # the last micro-batch's backward averages the whole gradient
-            run.predict(); run('after_predict')
-            run.get_loss(); run('after_loss')
-            run.backward(); loss = loss + run.loss.detach()
-        run.xb, run.yb, run.loss = *self.whole, loss
+class SyncEachAccum(GradAccum):
+    "`GradAccum` that leaves DDP's gradient all-reduce on in every micro-batch's backward pass"
+    def _sync(self, run, on:bool): super()._sync(run, True)
 
 def worker(a):
     init_distributed()
@@ -47,7 +34,7 @@ def worker(a):
     train, valid = split_data(vocab.encode(text))
     valid = SeqChunks(valid[:a.block_size * 8 + 1], 4, a.block_size)
     routes = {}
-    for name, cbs in (('plain', []), ('accum', [GradAccum(a.k)]), ('no_sync', [NoSyncAccum(a.k)])):
+    for name, cbs in (('plain', []), ('accum', [GradAccum(a.k)]), ('sync_each', [SyncEachAccum(a.k)])):
         torch.manual_seed(0)
         m = GPT(len(vocab), a.block_size, a.n_layer, 4, a.n_embd)
         routes[name] = (m, gpt_optimizer(m, 1e-3), Windows(train, a.bs, a.block_size, a.steps, generator=torch.Generator().manual_seed(0)), cbs, [])

@@ -43,6 +43,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                  'miniai/callbacks.py'),
                                   'miniai.callbacks.GradAccum': ('callbacks.html#gradaccum', 'miniai/callbacks.py'),
                                   'miniai.callbacks.GradAccum.__init__': ('callbacks.html#gradaccum.__init__', 'miniai/callbacks.py'),
+                                  'miniai.callbacks.GradAccum._sync': ('callbacks.html#gradaccum._sync', 'miniai/callbacks.py'),
                                   'miniai.callbacks.GradAccum.after_backward': ( 'callbacks.html#gradaccum.after_backward',
                                                                                  'miniai/callbacks.py'),
                                   'miniai.callbacks.GradAccum.after_loss': ('callbacks.html#gradaccum.after_loss', 'miniai/callbacks.py'),

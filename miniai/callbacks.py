@@ -67,11 +67,17 @@ class GradAccum(Callback):
         self.whole, self.n = (run.xb, run.yb), _n(run.yb)
         self.parts = [(x, y) for x, y in zip(run.xb.tensor_split(self.k), run.yb.tensor_split(self.k)) if len(x)]
         run.xb, run.yb = self.parts[0]
+        self._sync(run, len(self.parts) == 1)
+    def _sync(self, run, on:bool):
+        "Under `DistributedDataParallel`, average the gradients over the processes in this piece's backward pass or not (DDP's `no_sync`)"
+        for m in (run.model, run.loss_func):
+            if isinstance(m, DDP): m.require_backward_grad_sync = on # read by DDP's forward: set before the piece's predict
     def after_loss(self, run):
         if run.training: run.loss = run.loss * (_n(run.yb) / self.n) # this piece's share of the whole batch's mean
     def after_backward(self, run):
         loss = run.loss.detach()
-        for run.xb, run.yb in self.parts[1:]: # the other pieces, each with its predict and loss events
+        for i, (run.xb, run.yb) in enumerate(self.parts[1:], 2): # the other pieces, each with its predict and loss events
+            self._sync(run, i == len(self.parts))
             run.predict(); run('after_predict')
             run.get_loss(); run('after_loss')
             run.backward(); loss = loss + run.loss.detach()

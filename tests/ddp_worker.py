@@ -3,7 +3,8 @@
     python -m torch.distributed.run --standalone --nproc_per_node 2 tests/ddp_worker.py MODE OUT
 
 MODE: `shards` writes each process's samples per epoch; `metrics` trains with `fit` and writes each process's history;
-`head` trains with a `LinearCrossEntropyLoss` head; `fail` trains on data with a nan on rank 1's share;
+`head` trains with a `LinearCrossEntropyLoss` head; `accum` trains
+that head with `GradAccum(3)` and counts DDP's all-reduces; `fail` trains on data with a nan on rank 1's share;
 `ckpt ROUTE [EPOCH BATCH]` trains with a checkpoint every 5 batches (ROUTE: `fast` or `torch` loaders), crashing after
 that batch if given, and writes the weights and the history; `logs` trains with a checkpoint, a `CSVLogger` and a
 `TensorBoardCB` in OUT/logs, and writes each process's history."""
@@ -12,7 +13,10 @@ from pathlib import Path
 import torch, torch.distributed as dist
 from torch import nn
 from torch.utils.data import TensorDataset
+from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
+from torch.nn.parallel import DistributedDataParallel as DDP
 from miniai.losses import LinearCrossEntropyLoss, cross_entropy
+from miniai.callbacks import GradAccum
 from miniai.training import BatchLoader, Callback, Checkpoint, CheckpointError, Dataset, Schedule, accuracy, fit, get_dls, init_distributed, world
 
 def shards(out):
@@ -37,8 +41,22 @@ def data(n, seed, bad=None):
     if bad is not None: x[bad, 3] = float('nan')
     return x, y
 
-def train(out, bs, bad=None, head=False):
-    "`fit` on synthetic data; with `head`, the last layer is a `LinearCrossEntropyLoss` with weights of its own"
+class CountSyncs(Callback):
+    "Count the optimizer steps and the all-reduces of each `DistributedDataParallel` wrapper's gradient buckets"
+    order = 1 # after `DDPCB` has put the wrappers in place
+    def __init__(self): self.steps, self.syncs = 0, {}
+    def before_batch(self, run):
+        for name, m in (('model', run.model), ('loss_func', run.loss_func)):
+            if isinstance(m, DDP) and name not in self.syncs:
+                self.syncs[name] = 0
+                m.register_comm_hook(name, self.hook)
+    def hook(self, name, bucket):
+        self.syncs[name] += 1
+        return default_hooks.allreduce_hook(dist.group.WORLD, bucket)
+    def after_step(self, run): self.steps += 1
+
+def train(out, bs, bad=None, head=False, accum=0):
+    "`fit` on synthetic data; with `head`, the last layer is a `LinearCrossEntropyLoss` with weights of its own; `accum`: `GradAccum(accum)`"
     torch.manual_seed(0)
     (xt, yt), (xv, yv) = data(600, 1, bad), data(101, 2)
     model = nn.Sequential(nn.Linear(20, 16), nn.ReLU(), nn.Linear(16, 4))
@@ -47,12 +65,13 @@ def train(out, bs, bad=None, head=False):
     params = [*model.parameters(), *(loss_func.parameters() if head else [])]
     opt = torch.optim.SGD(params, lr=0.3)
     metric = (lambda h, y: accuracy(loss_func.linear(h), y)) if head else None
-    res = fit(3, model, loss_func, opt, *get_dls(Dataset(xt, yt), Dataset(xv, yv), bs), progress=False, metric=metric)
+    cbs = [GradAccum(accum), counts := CountSyncs()] if accum else []
+    res = fit(3, model, loss_func, opt, *get_dls(Dataset(xt, yt), Dataset(xv, yv), bs), progress=False, metric=metric, cbs=cbs)
     with torch.no_grad(): pred = loss_func.linear(model(xv)) if head else model(xv) # the whole validation set, in this one process
     rank = world()[0]
     (Path(out)/f'metrics{rank}.json').write_text(json.dumps(dict(
         history=res.history.epochs, full_valid=[cross_entropy(pred, yv).item(), accuracy(pred, yv).item()],
-        weights=[p.detach().flatten().tolist() for p in params])))
+        weights=[p.detach().flatten().tolist() for p in params], **(dict(steps=counts.steps, syncs=counts.syncs) if accum else {}))))
 
 class Crash(Callback):
     def __init__(self, at): self.at = at
@@ -91,6 +110,7 @@ if __name__ == '__main__':
     if mode == 'shards': shards(out)
     elif mode == 'metrics': train(out, 20 // W)
     elif mode == 'head': train(out, 20 // W, head=True)
+    elif mode == 'accum': train(out, 20 // W, head=True, accum=3)
     elif mode == 'fail': # a nan in the sample at position 7 = 1 + 3*2 of the first epoch's order: rank 1's fourth
         torch.manual_seed(0); nn.Sequential(nn.Linear(20, 16), nn.ReLU(), nn.Linear(16, 4)) # the draws `train` makes first
         train(out, 10, bad=int(torch.randperm(600)[7]))

@@ -35,9 +35,9 @@ def test_shards_disjoint_complete_and_even(tmp_path):
     assert len(a) == len(b) == 50 and r0['fast_drop']['n_batches'] == r1['fast_drop']['n_batches'] == 10
     assert len(set(a) | set(b)) == 100
 
-@pytest.mark.parametrize('mode', ['metrics', 'head'])
+@pytest.mark.parametrize('mode', ['metrics', 'head', 'accum'])
 def test_metrics_global_and_equal_to_one_process(tmp_path, mode):
-    "The same global numbers on every process, and the model of one process at twice the batch; `head`: a loss with weights"
+    "The same global numbers on every process, and the model of one process at twice the batch; `head`: a loss with weights; `accum`: and `GradAccum`"
     log = worker(mode, tmp_path)
     one = tmp_path/'one'; one.mkdir()
     worker(mode, one, procs=1)
@@ -52,6 +52,8 @@ def test_metrics_global_and_equal_to_one_process(tmp_path, mode):
     torch.testing.assert_close(torch.tensor(r0['history'][-1]['valid_loss']), torch.tensor(r0['full_valid'][0]), rtol=1e-5, atol=1e-6)
     assert r0['history'][-1]['valid_acc'] == pytest.approx(r0['full_valid'][1], abs=1e-6) # one sample is 1/101
     assert log.count('epoch 0: train loss') == 1, 'only rank 0 prints'
+    if mode == 'accum': # 3 micro-batches a step, and each wrapper (model, loss) averages its one bucket once a step: DDP's no_sync
+        assert r0['steps'] == r1['steps'] == 90 and r0['syncs'] == r1['syncs'] == {'model': 90, 'loss_func': 90}
 
 def test_failure_on_one_rank_ends_the_job(tmp_path):
     code, log, secs = run(TORCHRUN + [str(HERE/'ddp_worker.py'), 'fail', str(tmp_path)], timeout=120)
