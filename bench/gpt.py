@@ -11,6 +11,8 @@ command's validation loss; and what `fit` costs against a bare loop and the loss
    6 N + 12 n_layer n_embd T, with N the parameters but the position embedding (the token embedding counts once, as
    the tied head), times tokens per second, over the rate of a 2048^3 bfloat16 matrix product measured in the same run.
 3. `quality`: the 10-minute command (`QUALITY`) run as a user runs it, timed: steps, seconds, the final validation loss.
+   `variants`: that command with each of `VARIANTS`' changes, one after the other (about 10 minutes each): what was
+   tried to bring the loss under 1.50 within 600 s, with the validation loss after 1000, 1500 and 2000 steps.
 
 4. `speed`. Two routes train their own copy of the same GPT (same seed) on their own `Windows` (same seed), with AdamW,
    warmup and cosine decay, clipping at 1.0 and, in bfloat16, autocast, taking turns `--steps` steps at a time in a
@@ -27,6 +29,7 @@ command's validation loss; and what `fit` costs against a bare loop and the loss
     python bench/gpt.py --quick          # attention and step, fewer rounds: about 2 minutes on a quiet 2-core CPU
     python bench/gpt.py                  # attention, step and quality: about 15 minutes
     python bench/gpt.py --only quality   # or: attention, step; and the older parts: speed (fit against bare), baby, best
+    python bench/gpt.py --only variants  # what was tried for the 10-minute target: about 70 minutes
 """
 import argparse, contextlib, io, math, os, re, shlex, statistics, subprocess, sys, tempfile, time
 from pathlib import Path
@@ -42,7 +45,7 @@ CONFIGS = {'baby': dict(n_layer=4, n_head=4, n_embd=128, block_size=64, bs=12), 
 
 BEFORE = '6a4b93d' # main before the attention routes
 QUALITY = ['miniai-gpt', '--steps', '2000', '--eval-every', '500', '--bs', '32', '--block-size', '128', '--n-layer', '6',
-           '--n-embd', '256', '--bf16', 'True'] # the 6 x 256 bfloat16 run; on the quiet 2-core machine: 637 s, valid loss 1.5100
+           '--n-embd', '256', '--bf16', 'True'] # the 6 x 256 bfloat16 run; on the 2-core machine: 498-637 s, valid loss 1.51
 
 def quartiles(xs):
     q = statistics.quantiles(xs, n=4) if len(xs) > 1 else [xs[0]] * 3
@@ -113,6 +116,10 @@ def step_speed(cfg_name, bf16, steps, rounds, train, before):
     ratio = quartiles([a / b for a, b in zip(tps['now'], tps['main'])])
     return dict(main=statistics.median(tps['main']), now=statistics.median(tps['now']), ratio=ratio, fpt=flops_per_token(s['now'].model))
 
+VARIANTS = {'as it is': [], 'lr 2e-3': ['--lr', '2e-3'], 'weight decay 1.0': ['--weight-decay', '1.0'],
+            'context 256, batch 16': ['--block-size', '256', '--bs', '16'], 'dropout 0.1': ['--dropout', '0.1'],
+            'min_lr 3e-4': ['--min-lr', '3e-4'], '2500 steps': ['--steps', '2500']}
+
 def quality(cmd:list)->dict:
     "Run `cmd` in a fresh folder, timed: its steps, seconds, the last evaluation's line and the final validation loss"
     with tempfile.TemporaryDirectory() as d:
@@ -120,8 +127,8 @@ def quality(cmd:list)->dict:
         r = subprocess.run(cmd, cwd=d, capture_output=True, text=True, env={**os.environ, 'PYTHONUNBUFFERED': '1'})
         secs = time.perf_counter() - t0
     if r.returncode: sys.exit(f"{shlex.join(cmd)} failed with exit code {r.returncode}:\n{r.stderr[-2000:]}")
-    steps = re.findall(r'^step (\d+): train loss ([\d.]+)', r.stdout, re.M)
-    return dict(secs=secs, steps=int(steps[-1][0]), train=float(steps[-1][1]), valid=float(re.search(r'validation loss: ([\d.]+)', r.stdout)[1]), out=r.stdout)
+    steps = re.findall(r'^step (\d+): train loss ([\d.]+), valid loss ([\d.]+)', r.stdout, re.M)
+    return dict(secs=secs, steps=int(steps[-1][0]), train=float(steps[-1][1]), valids={int(s): float(v) for s, _, v in steps}, valid=float(re.search(r'validation loss: ([\d.]+)', r.stdout)[1]), out=r.stdout)
 
 class Route:
     "One copy of the model, its optimizer, schedule and loader; each call trains `steps` steps and validates on `valid`"
@@ -172,7 +179,7 @@ def speed(cfg_name, bf16, steps, rounds, train, valid):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    p.add_argument('--only', choices=['attention', 'step', 'quality', 'speed', 'baby', 'best'], action='append', help="run only these parts (default: attention, step, quality)")
+    p.add_argument('--only', choices=['attention', 'step', 'quality', 'variants', 'speed', 'baby', 'best'], action='append', help="run only these parts (default: attention, step, quality)")
     p.add_argument('--quick', action='store_true', help="attention and step only, with fewer rounds: about 2 minutes")
     p.add_argument('--before', default=BEFORE, help="the commit whose miniai/gpt.py `step` compares against")
     p.add_argument('--steps', type=int, nargs=2, default=[50, 10], help="steps per route per round of the speed and step tests: baby, best")
@@ -210,6 +217,13 @@ def main():
         r = quality(QUALITY)
         print(f"\n| command | steps | seconds | train loss | valid loss (whole split) | load after |\n|---|---|---|---|---|---|\n"
               f"| `{shlex.join(QUALITY)}` | {r['steps']} | {r['secs']:.0f} | {r['train']:.4f} | {r['valid']:.4f} | {os.getloadavg()[0]:.1f} |", flush=True)
+    if 'variants' in parts:
+        print(f"\nthe 10-minute command with one change each, evaluated every 250 steps: {shlex.join(QUALITY)}\n")
+        print("| change | steps | seconds | valid loss at 1000 | 1500 | 2000 | at the end | train loss | load after |\n|---|---|---|---|---|---|---|---|---|")
+        for name, flags in VARIANTS.items():
+            r = quality(QUALITY + ['--eval-every', '250', *flags])
+            print(f"| {name} | {r['steps']} | {r['secs']:.0f} | {r['valids'][1000]:.4f} | {r['valids'][1500]:.4f} | {r['valids'][2000]:.4f} | {r['valid']:.4f} | "
+                  f"{r['train']:.4f} | {os.getloadavg()[0]:.1f} |", flush=True)
     if 'speed' in parts:
         print(f"\nfit against a bare loop: tokens per second, {a.rounds} rounds of {' and '.join(map(str, a.steps))} steps per route\n")
         print("| config | dtype | bare tokens/s | fit tokens/s | fit / bare (quartiles) | same weights |")
