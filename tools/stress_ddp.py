@@ -4,6 +4,7 @@ not exit 0. A clean exit must hold every time: one crash in twenty runs is a red
 
     python tools/stress_ddp.py --runs 40 --busy 2 --modes head metrics
     python tools/stress_ddp.py --runs 50 --busy 2 --modes gpt
+    python tools/stress_ddp.py --runs 20 --busy 2 --modes accum   # GradAccum's one all-reduce a step under DDP
 
 Each failing run's log is kept in --logs; the last line is `N passed, N failed`. Exit code 1 if any run failed."""
 import argparse, os, re, subprocess, sys, tempfile, time
@@ -41,7 +42,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--runs', type=int, default=40, help='runs of each mode')
     ap.add_argument('--busy', type=int, default=2, help='busy processes beside the runs')
-    ap.add_argument('--modes', nargs='+', default=['head', 'metrics'], help="worker modes: 'head' has two DDP wrappers; 'gpt' runs miniai-gpt")
+    ap.add_argument('--modes', nargs='+', default=['head', 'metrics'], help="worker modes: 'head' has two DDP wrappers; 'accum' adds GradAccum(3); 'gpt' runs miniai-gpt")
     ap.add_argument('--timeout', type=float, default=180, help='seconds before a run counts as hung')
     ap.add_argument('--logs', default=None, help='folder for the logs of failing runs (default: a temporary folder)')
     a = ap.parse_args()
