@@ -12,7 +12,7 @@ turns `--steps` steps at a time in a rotating order:
 - `sync_each`: `GradAccum(k)` averaging in every micro-batch's backward pass: k all-reduces per step.
 
 Reported: the median over rounds of each route's tokens per second, and the largest difference between the weights of
-`accum` and `no_sync` and those of `plain` after all rounds.
+`accum` and `sync_each` and those of `plain` after all rounds.
 
     python bench/gpt_ddp.py                  # the baby configuration (4 x 128, context 64), 12 windows per process, k = 4
     python bench/gpt_ddp.py --n-embd 256 --n-layer 6 --block-size 128 --bs 16

@@ -3,8 +3,8 @@
     python -m torch.distributed.run --standalone --nproc_per_node 2 tests/ddp_worker.py MODE OUT
 
 MODE: `shards` writes each process's samples per epoch; `metrics` trains with `fit` and writes each process's history;
-`head` trains with a `LinearCrossEntropyLoss` head; `accum` trains
-that head with `GradAccum(3)` and counts DDP's all-reduces; `fail` trains on data with a nan on rank 1's share;
+`head` trains with a `LinearCrossEntropyLoss` head; `accum` trains that head with `GradAccum(3)` and counts DDP's
+all-reduces; `fail` trains on data with a nan on rank 1's share;
 `ckpt ROUTE [EPOCH BATCH]` trains with a checkpoint every 5 batches (ROUTE: `fast` or `torch` loaders), crashing after
 that batch if given, and writes the weights and the history; `logs` trains with a checkpoint, a `CSVLogger` and a
 `TensorBoardCB` in OUT/logs, and writes each process's history."""
